@@ -1,0 +1,1 @@
+"""crl_distill.export"""

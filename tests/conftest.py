@@ -1,0 +1,5 @@
+import os
+
+# Tests run on CPU even where a GPU exists, and stay quiet.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
