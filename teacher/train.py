@@ -1,0 +1,326 @@
+"""Running a teacher: run directory, epochs, evaluation, checkpoints, resume, and the loader.
+
+    run_dir/config.json        every setting, env facts, package versions
+    run_dir/metrics.jsonl      one line per epoch
+    run_dir/checkpoints/       epoch-NNNNNN.npz (the whole training carry; last two kept)
+    run_dir/learning_curve.png at the end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl_distill import __version__
+from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
+from crl_distill.envs import GoalEnv, make
+from crl_distill.errors import CrlDistillError
+from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
+from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
+from crl_distill.teacher.networks import param_count
+
+CHECKPOINT_FORMAT = "crl-distill-teacher"
+KEEP_CHECKPOINTS = 2
+
+
+class NonFiniteError(CrlDistillError):
+    """Training produced NaN/inf; the last good checkpoint is left untouched."""
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"crl-distill": __version__}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def teacher_param_counts(cfg: TeacherConfig, env: GoalEnv) -> dict[str, int]:
+    """Closed-form parameter counts of the actor, phi and psi."""
+    return {
+        "actor": param_count(cfg.actor, env.observation_size, 2 * env.action_size),
+        "phi": param_count(cfg.critic, env.state_size + env.action_size, cfg.repr_dim),
+        "psi": param_count(cfg.critic, env.goal_size, cfg.repr_dim),
+    }
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
+
+
+def _tree_finite(tree: Any) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree)
+               if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: list[dict]
+
+
+def train_teacher(
+    cfg: TeacherConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    devices: list | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a teacher into run directory `out`; returns its path and metrics.
+
+    With `resume`, the config is read from `out/config.json` and training continues from the
+    newest readable checkpoint; `cfg` is ignored.
+    """
+    run_dir = Path(out)
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise CrlDistillError(f"{run_dir}: not a teacher run directory (no config.json)")
+        try:
+            cfg = TeacherConfig.from_dict(json.loads((run_dir / "config.json").read_text())["teacher"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CrlDistillError(f"{run_dir}/config.json: corrupt teacher config ({e})") from None
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise CrlDistillError(f"{run_dir} already exists and is not empty; use --resume {run_dir} "
+                              f"to continue it or choose another --out")
+    env = make(cfg.env)
+    mesh = make_mesh(devices)
+    if cfg.num_envs % mesh.size or cfg.batch_size % mesh.size:
+        raise CrlDistillError(f"num_envs ({cfg.num_envs}) and batch_size ({cfg.batch_size}) must be "
+                              f"divisible by the number of devices ({mesh.size})")
+    crl = CRL(cfg, env, mesh)
+    key = jax.random.PRNGKey(cfg.seed)
+    shardings = carry_shardings(jax.eval_shape(crl.init, key), mesh)
+    init = jax.jit(crl.init, out_shardings=shardings)
+    epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None))
+    evaluate = jax.jit(crl.evaluate)
+
+    start_epoch, rows = 0, []
+    if resume and _checkpoints(run_dir):
+        carry, start_epoch = _load_latest(run_dir, jax.eval_shape(crl.init, key), shardings)
+        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["epoch"] < start_epoch]
+        # Rows past the checkpoint describe epochs that will be recomputed.
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        atomic_write(run_dir / "metrics.jsonl", lambda f, t=text: f.write(t), binary=False)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        atomic_write_json(run_dir / "config.json", {
+            "teacher": cfg.to_dict(),
+            "env": env.describe(),
+            "params": teacher_param_counts(cfg, env),
+            "versions": package_versions(),
+            "devices": [str(d) for d in mesh.devices.flat],
+        })
+        carry = init(key)
+
+    with _Progress(progress, cfg, start_epoch) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            carry, m = epoch_fn(carry)
+            ev = evaluate(carry.train.actor, jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1),
+                                                                 epoch))
+            m, ev = jax.device_get((m, ev))
+            seconds = time.perf_counter() - t0
+            ts = carry.train
+            if not all(math.isfinite(float(v)) for v in m.values()) or not _tree_finite(
+                    (ts.actor, ts.critic, ts.log_alpha)):
+                raise NonFiniteError(
+                    f"non-finite loss or parameters in epoch {epoch} (SGD steps up to "
+                    f"{int(ts.sgd_steps)}); last good checkpoint kept in {run_dir / 'checkpoints'}")
+            row = {
+                "epoch": epoch,
+                "env_steps": int(ts.env_steps),
+                "sgd_steps": int(ts.sgd_steps),
+                "seconds": seconds,
+                "sps": cfg.env_steps_per_epoch / seconds,
+                **{k: float(v) for k, v in m.items()},
+                **{f"eval/{k}": float(v) for k, v in ev.items()},
+            }
+            _save(run_dir, carry, cfg, epoch + 1)
+            append_jsonl(run_dir / "metrics.jsonl", row)
+            rows.append(row)
+            bar.update(row)
+            if on_epoch is not None:
+                on_epoch(row)
+    plot_learning_curve(run_dir)
+    return TrainResult(run_dir=run_dir, metrics=rows)
+
+
+def _save(run_dir: Path, carry: Carry, cfg: TeacherConfig, epoch: int) -> None:
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "env": cfg.env,
+            "teacher": cfg.to_dict(), "crl_distill": __version__}
+    save_pytree(run_dir / "checkpoints" / f"epoch-{epoch:06d}.npz", carry, meta)
+    for old in _checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+
+
+def _load_latest(run_dir: Path, template: Any, shardings: Any) -> tuple[Carry, int]:
+    """The newest checkpoint that reads cleanly (a damaged newest one falls back to the older)."""
+    errors = []
+    for path in reversed(_checkpoints(run_dir)):
+        try:
+            carry, meta = load_pytree(path, template, CHECKPOINT_FORMAT)
+        except CrlDistillError as e:
+            errors.append(str(e))
+            continue
+        return jax.device_put(carry, shardings), int(meta["epoch"])
+    raise CrlDistillError(f"{run_dir}: no readable checkpoint ({'; '.join(errors) or 'none found'})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a trained teacher as a ready-to-call policy
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Teacher:
+    """A trained teacher: `act(obs)` (deterministic), `embed(state, action, goal)`.
+
+    `params` = {"actor": ..., "critic": {"phi": ..., "psi": ...}}; `crl` holds the pure
+    functions, so `jax.jit(lambda p, o: teacher.crl.policy(p["actor"], o))` is the policy.
+    """
+
+    config: TeacherConfig
+    env: GoalEnv
+    params: dict
+    crl: CRL
+    source: Path
+    epoch: int
+
+    def __post_init__(self) -> None:
+        self._act = jax.jit(self.crl.policy)
+        self._embed = jax.jit(self.crl.embed)
+
+    def act(self, obs: Any) -> jax.Array:
+        """obs [B, obs_size] (or [obs_size]) -> deterministic action tanh(mean)."""
+        obs = jnp.asarray(obs, jnp.float32)
+        single = obs.ndim == 1
+        a = self._act(self.params["actor"], obs[None] if single else obs)
+        return a[0] if single else a
+
+    def policy_fn(self) -> Callable[[jax.Array], jax.Array]:
+        """A jittable obs [B, O] -> action [B, A] closure over the parameters."""
+        actor = self.params["actor"]
+        return lambda obs: self.crl.policy(actor, obs)
+
+    def embed(self, state: Any, action: Any, goal: Any) -> tuple[jax.Array, jax.Array]:
+        """-> phi(s, a) [B, repr_dim], psi(g) [B, repr_dim]."""
+        return self._embed(self.params["critic"], jnp.asarray(state), jnp.asarray(action),
+                           jnp.asarray(goal))
+
+    @property
+    def param_counts(self) -> dict[str, int]:
+        return teacher_param_counts(self.config, self.env)
+
+
+def find_teacher_checkpoint(path: str | Path) -> Path:
+    """A run directory's newest checkpoint, or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        ckpts = _checkpoints(p)
+        if not ckpts:
+            raise CrlDistillError(f"{p}: not a teacher run directory (no checkpoints/epoch-*.npz)")
+        return ckpts[-1]
+    if not p.exists():
+        raise CrlDistillError(f"{p}: no such file or directory")
+    return p
+
+
+def load_teacher(path: str | Path) -> Teacher:
+    """Load a teacher from a run directory or checkpoint file written by `train_teacher`."""
+    ckpt = find_teacher_checkpoint(path)
+    meta = read_meta(ckpt, CHECKPOINT_FORMAT)
+    try:
+        cfg = TeacherConfig.from_dict(meta["teacher"])
+    except (KeyError, TypeError) as e:
+        raise CrlDistillError(f"{ckpt}: corrupt teacher config in header ({e})") from None
+    env = make(cfg.env)
+    crl = CRL(cfg, env)
+    restored, _ = load_pytree(ckpt, _carry_subset_template(crl), CHECKPOINT_FORMAT)
+    params = {"actor": restored.train.actor, "critic": restored.train.critic}
+    return Teacher(config=cfg, env=env, params=jax.device_put(params), crl=crl, source=ckpt,
+                   epoch=int(meta.get("epoch", 0)))
+
+
+def _carry_subset_template(crl: CRL) -> Carry:
+    """A Carry-shaped template holding only the actor and critic leaves (others None)."""
+    ts = jax.eval_shape(crl.init_train_state, jax.random.PRNGKey(0))
+    none_ts = jax.tree_util.tree_map(lambda _: None, ts)
+    train = none_ts.replace(actor=ts.actor, critic=ts.critic)
+    return Carry(train=train, replay=None, env_state=None, episode=None, key=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Console and plots
+# ----------------------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar over env steps with SPS, loss and success; silent when disabled."""
+
+    def __init__(self, enabled: bool, cfg: TeacherConfig, start_epoch: int):
+        self.enabled, self.cfg, self.start_epoch = enabled, cfg, start_epoch
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.p = Progress(TextColumn("[bold]teacher[/] {task.fields[env]}"), BarColumn(),
+                              MofNCompleteColumn(), TextColumn("env steps"), TimeElapsedColumn(),
+                              TextColumn("{task.fields[info]}"), transient=False)
+            total = self.cfg.epochs * self.cfg.env_steps_per_epoch
+            self.p.start()
+            self.task = self.p.add_task("train", total=total, env=self.cfg.env,
+                                        completed=self.start_epoch * self.cfg.env_steps_per_epoch,
+                                        info="compiling...")
+        return self
+
+    def update(self, row: dict) -> None:
+        if self.enabled:
+            info = (f"SPS {row['sps']:,.0f}  loss {row['critic_loss']:.3f}  "
+                    f"success {row['eval/success_any']:.2f}  at-goal {row['eval/time_at_goal']:.1f}")
+            self.p.update(self.task, advance=self.cfg.env_steps_per_epoch, info=info)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.stop()
+
+
+def plot_learning_curve(run_dir: str | Path) -> Path | None:
+    """learning_curve.png: success and time at goal vs env steps, and the critic loss."""
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["env_steps"] for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(steps, [r["eval/success_any"] for r in rows], marker="o")
+    axes[0].set(title="success_any (deterministic actor)", xlabel="env steps", ylim=(-0.02, 1.02))
+    axes[1].plot(steps, [r["eval/time_at_goal"] for r in rows], marker="o", color="C2")
+    axes[1].set(title="time at goal (steps / episode)", xlabel="env steps")
+    axes[2].plot(steps, [r["critic_loss"] for r in rows], marker="o", color="C3")
+    axes[2].set(title="critic loss", xlabel="env steps")
+    cfg = json.loads((run_dir / "config.json").read_text())["teacher"]
+    fig.suptitle(f"{cfg['env']}: actor depth {cfg['actor']['depth']}, critic depth "
+                 f"{cfg['critic']['depth']}, width {cfg['critic']['width']}")
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return out
