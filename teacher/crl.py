@@ -23,13 +23,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
+from crl_distill.teacher.networks import NetConfig, ResidualMLP
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
 from crl_distill.errors import CrlDistillError
-from crl_distill.teacher.networks import NetConfig, ResidualMLP
 
 ENERGIES = ("l2", "dot", "cosine")
 CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")
@@ -295,17 +295,17 @@ def sample_hindsight(
     cap, n_envs = replay.capacity, replay.obs.shape[1]
     n = jax.random.randint(k_env, (batch_size,), 0, n_envs)
     oldest = (replay.insert - replay.size) % cap
-    # Logical row l counts from the oldest row; the newest row has no future, so l <= size - 2.
-    l = jax.random.randint(k_row, (batch_size,), 0, jnp.maximum(replay.size - 1, 1))
+    # Logical row `lr` counts from the oldest row; the newest row has no future, so lr <= size - 2.
+    lr = jax.random.randint(k_row, (batch_size,), 0, jnp.maximum(replay.size - 1, 1))
 
-    def future_room(l):
-        t_i = replay.t[(oldest + l) % cap, n]
-        return jnp.minimum(env.episode_length - 1 - t_i, replay.size - 1 - l)
+    def future_room(lr):
+        t_i = replay.t[(oldest + lr) % cap, n]
+        return jnp.minimum(env.episode_length - 1 - t_i, replay.size - 1 - lr)
 
     # An episode's last step has no future in its own episode: use its neighbour instead.
-    l = jnp.where(future_room(l) > 0, l, jnp.where(l > 0, l - 1, l + 1))
-    room = jnp.maximum(future_room(l), 1)
-    i = (oldest + l) % cap
+    lr = jnp.where(future_room(lr) > 0, lr, jnp.where(lr > 0, lr - 1, lr + 1))
+    room = jnp.maximum(future_room(lr), 1)
+    i = (oldest + lr) % cap
     j = (i + truncated_geometric(k_off, gamma, room)) % cap
     s = env.state_size
     return {

@@ -19,14 +19,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from crl_distill.envs import GoalEnv, make
+from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
+from crl_distill.teacher.networks import param_count
 
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
-from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
-from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
-from crl_distill.teacher.networks import param_count
 
 CHECKPOINT_FORMAT = "crl-distill-teacher"
 KEEP_CHECKPOINTS = 2
@@ -273,8 +273,13 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.p = Progress(TextColumn("[bold]teacher[/] {task.fields[env]}"), BarColumn(),
                               MofNCompleteColumn(), TextColumn("env steps"), TimeElapsedColumn(),

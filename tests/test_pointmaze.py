@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from crl_distill.envs import make, names
-from crl_distill.errors import CrlDistillError
 from crl_distill.envs.base import auto_reset
 from crl_distill.envs.mazes import LAYOUTS, free_cells, u_maze, wall_grid
+
+from crl_distill.errors import CrlDistillError
 
 POINT_MAZES = ["pointmaze_u", "pointmaze_big", "pointmaze_hardest"]
 
@@ -43,7 +43,9 @@ def test_dist_and_success_on_hand_built_states():
     env = make("pointmaze_u")
     state = env.reset(jax.random.PRNGKey(0))
     goal = jnp.array([1.5, 1.5])
-    for pos, dist in [((1.5, 1.5), 0.0), ((1.5, 1.99), 0.49), ((1.5, 2.01), 0.51), ((2.5, 1.5), 1.0), ((1.5, 1.7), 0.2)]:
+    cases = [((1.5, 1.5), 0.0), ((1.5, 1.99), 0.49), ((1.5, 2.01), 0.51), ((2.5, 1.5), 1.0),
+             ((1.5, 1.7), 0.2)]
+    for pos, dist in cases:
         s = env._pack(jnp.array(pos), jnp.array(pos), goal, state.steps)
         assert float(s.metrics["dist"]) == pytest.approx(dist, abs=1e-6)
         assert float(s.metrics["success"]) == float(dist < env.success_threshold)

@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from crl_distill.envs.pointmaze import PointMaze
-from crl_distill.errors import CrlDistillError
 from crl_distill.teacher.crl import (
     CRL,
     Replay,
@@ -24,6 +22,8 @@ from crl_distill.teacher.crl import (
 )
 from crl_distill.teacher.networks import NetConfig, ResidualMLP, apply_unrolled, param_count
 from crl_distill.teacher.train import load_teacher, train_teacher
+
+from crl_distill.errors import CrlDistillError
 
 # Small enough for CI, large enough to learn: ~20 s, success_any ~0.4 vs ~0.1 untrained.
 TINY = dict(env="pointmaze_u", actor=NetConfig(4, 128), critic=NetConfig(4, 128), num_envs=32,
