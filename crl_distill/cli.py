@@ -139,9 +139,47 @@ def teacher(
 
 
 @app.command()
-def student() -> None:
-    """Distill shallow student policies from a teacher checkpoint (`--from RUN_DIR`)."""
-    _not_implemented("student")
+def student(
+    from_: Annotated[Path, typer.Option("--from", help="Teacher run directory or checkpoint.")],
+    students: Annotated[str, typer.Option(help="Comma-separated DEPTHxWIDTH specs.")] = "2x64,2x256",
+    out: Annotated[Path | None, typer.Option(help="Output dir [TEACHER_RUN/students].")] = None,
+    env: Annotated[str | None, typer.Option(help="Must match the teacher's env if given.")] = None,
+    mode: Annotated[str, typer.Option(help="dagger | offline (teacher rollouts only).")] = "dagger",
+    iterations: Annotated[int, typer.Option(help="Data-collection rounds.")] = 6,
+    num_envs: Annotated[int, typer.Option(help="Envs per collection round.")] = 64,
+    steps_per_iter: Annotated[int, typer.Option(help="Env steps per env per round.")] = 100,
+    sgd_steps: Annotated[int, typer.Option(help="SGD steps per round.")] = 600,
+    batch_size: Annotated[int, typer.Option(help="SGD batch.")] = 256,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    beta0: Annotated[float, typer.Option(help="P(teacher acts) in round 0.")] = 1.0,
+    beta_decay: Annotated[float, typer.Option(help="beta_i = beta0 * beta_decay**i.")] = 0.5,
+    action_loss: Annotated[str, typer.Option(help="mse | pre_tanh_mse | kl.")] = "mse",
+    encoders: Annotated[bool, typer.Option("--encoders", help="Also distill phi/psi.")] = False,
+    w_action: Annotated[float, typer.Option(help="Weight of the action loss.")] = 1.0,
+    w_embed: Annotated[float, typer.Option(help="Weight of the embedding MSE.")] = 1.0,
+    w_relational: Annotated[float, typer.Option(help="Weight of the logit-matrix KL.")] = 0.0,
+    layer_norm: Annotated[bool, typer.Option("--layer-norm", help="LayerNorm in students.")] = False,
+    episodes: Annotated[int, typer.Option(help="Evaluation episodes (same seeds).")] = 256,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console output.")] = True,
+) -> None:
+    """Distill shallow student policies from a teacher (`--from RUN_DIR`).
+
+    Trains every student in `--students`, evaluates students and teacher on the same seeds and
+    writes student checkpoints, distill_report.json and retention.png.
+    """
+    from crl_distill.distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        mode=mode, iterations=iterations, num_envs=num_envs, steps_per_iter=steps_per_iter,
+        sgd_steps_per_iter=sgd_steps, batch_size=batch_size, learning_rate=learning_rate,
+        beta0=beta0, beta_decay=beta_decay, action_loss=action_loss, w_action=w_action,
+        w_embed=w_embed, w_relational=w_relational, eval_episodes=episodes, seed=seed)
+    from crl_distill.student import parse_students
+
+    specs = parse_students(students, encoders=encoders, layer_norm=layer_norm)
+    result = distill(from_, students=specs, out=out, config=cfg, env=env, progress=progress)
+    console.print(f"students written to [bold]{result.out_dir}[/]")
 
 
 @app.command()

@@ -1,0 +1,248 @@
+"""Distillation of a deep teacher into shallow students, top to bottom in one file.
+
+    data    iteration 0: the teacher acts; iteration i: each env step the teacher acts with
+            probability beta_i = beta0 * beta_decay**i, else the student (DAgger). The teacher
+            labels every visited state (its tanh-Gaussian and its embeddings), and the labelled
+            states are appended to one device-resident dataset. mode="offline" keeps beta = 1.
+    losses  action: MSE(tanh(mu_s), tanh(mu_t))  | pre-tanh MSE(mu_s, mu_t) | KL(teacher||student)
+            embed:  MSE(phi_s(s, a), phi_t(s, a)) + MSE(psi_s(g), psi_t(g))
+            relational: KL(softmax(teacher logits row) || softmax(student logits row)) over the
+                    batch logit matrix, so the student critic ranks goals like the teacher.
+
+Collection and SGD are jitted `lax.scan`s; the host syncs once per DAgger iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from crl_distill.envs.base import GoalEnv, auto_reset
+from crl_distill.student.model import StudentConfig, init_student, make_student
+from crl_distill.teacher.crl import energy_matrix
+from flax import struct
+
+from crl_distill.errors import CrlDistillError
+
+ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
+MODES = ("dagger", "offline")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings shared by every student of one `distill` call."""
+
+    mode: str = "dagger"
+    iterations: int = 6
+    num_envs: int = 64
+    steps_per_iter: int = 100
+    sgd_steps_per_iter: int = 600
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    beta0: float = 1.0
+    beta_decay: float = 0.5
+    action_loss: str = "mse"
+    w_action: float = 1.0
+    w_embed: float = 1.0
+    w_relational: float = 0.0
+    eval_episodes: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise CrlDistillError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.action_loss not in ACTION_LOSSES:
+            raise CrlDistillError(f"action loss must be one of {ACTION_LOSSES}, got "
+                                  f"{self.action_loss!r}")
+        if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
+            raise CrlDistillError("beta0 and beta_decay must lie in [0, 1]")
+        for name in ("iterations", "num_envs", "steps_per_iter", "batch_size", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise CrlDistillError(f"{name} must be >= 1")
+
+    def beta(self, iteration: int) -> float:
+        """Probability that the teacher's action is executed at a step of `iteration`."""
+        if self.mode == "offline":
+            return 1.0
+        return self.beta0 * self.beta_decay**iteration
+
+    @property
+    def states_per_iter(self) -> int:
+        return self.num_envs * self.steps_per_iter
+
+
+@struct.dataclass
+class Dataset:
+    """Aggregated labelled states, preallocated: rows [0, size) are filled.
+
+    obs [C, O]; action [C, A] the executed action; t_mean, t_log_std [C, A] the teacher's
+    Gaussian; t_phi [C, D] = phi_t(s, action); t_psi [C, D] = psi_t(g).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    t_mean: jax.Array
+    t_log_std: jax.Array
+    t_phi: jax.Array
+    t_psi: jax.Array
+    size: jax.Array
+
+    @classmethod
+    def empty(cls, capacity: int, obs_size: int, action_size: int, repr_dim: int) -> Dataset:
+        z = lambda *s: jnp.zeros((capacity, *s), jnp.float32)
+        return cls(obs=z(obs_size), action=z(action_size), t_mean=z(action_size),
+                   t_log_std=z(action_size), t_phi=z(repr_dim), t_psi=z(repr_dim),
+                   size=jnp.zeros((), jnp.int32))
+
+    def append(self, rows: dict[str, jax.Array]) -> Dataset:
+        n = rows["obs"].shape[0]
+        idx = self.size + jnp.arange(n)
+        upd = {k: getattr(self, k).at[idx].set(v) for k, v in rows.items()}
+        return self.replace(**upd, size=self.size + n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+def gaussian_kl(mu_p, log_std_p, mu_q, log_std_q) -> jax.Array:
+    """KL(N_p || N_q) for diagonal Gaussians, summed over the last axis -> [...].
+
+    tanh is invertible, so this is also the KL between the two tanh-Gaussian policies.
+    """
+    var_p, var_q = jnp.exp(2 * log_std_p), jnp.exp(2 * log_std_q)
+    kl = log_std_q - log_std_p + (var_p + (mu_p - mu_q) ** 2) / (2 * var_q) - 0.5
+    return kl.sum(-1)
+
+
+def relational_kl(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.Array:
+    """Mean over rows of KL(softmax(teacher row) || softmax(student row)); logits [B, B]."""
+    p = jax.nn.softmax(teacher_logits, axis=1)
+    return jnp.mean(jnp.sum(p * (jax.nn.log_softmax(teacher_logits, 1)
+                                 - jax.nn.log_softmax(student_logits, 1)), axis=1))
+
+
+def distill_loss(params: dict, batch: dict, scfg: StudentConfig, dcfg: DistillConfig,
+                 env: GoalEnv, energy: str) -> tuple[jax.Array, dict]:
+    """Weighted sum of the action, embedding and relational losses; each one is logged."""
+    m = make_student(scfg, env.action_size)
+    mu, log_std = m.policy.apply(params["policy"], batch["obs"])
+    if dcfg.action_loss == "mse":
+        l_action = jnp.mean(jnp.sum((jnp.tanh(mu) - jnp.tanh(batch["t_mean"])) ** 2, -1))
+    elif dcfg.action_loss == "pre_tanh_mse":
+        l_action = jnp.mean(jnp.sum((mu - batch["t_mean"]) ** 2, -1))
+    else:
+        l_action = jnp.mean(gaussian_kl(batch["t_mean"], batch["t_log_std"], mu, log_std))
+    loss = dcfg.w_action * l_action
+    metrics = {"loss/action": l_action}
+    if scfg.encoders:
+        state = batch["obs"][:, : env.state_size]
+        goal = batch["obs"][:, env.state_size:]
+        phi = m.phi.apply(params["phi"], jnp.concatenate([state, batch["action"]], -1))
+        psi = m.psi.apply(params["psi"], goal)
+        l_embed = jnp.mean(jnp.sum((phi - batch["t_phi"]) ** 2, -1)) + jnp.mean(
+            jnp.sum((psi - batch["t_psi"]) ** 2, -1))
+        l_rel = relational_kl(energy_matrix(batch["t_phi"], batch["t_psi"], energy),
+                              energy_matrix(phi, psi, energy))
+        loss = loss + dcfg.w_embed * l_embed + dcfg.w_relational * l_rel
+        metrics.update({"loss/embed": l_embed, "loss/relational": l_rel})
+    metrics["loss/total"] = loss
+    return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The distiller: collection with a beta-mixed policy, teacher labelling, SGD
+# ----------------------------------------------------------------------------------------------
+@struct.dataclass
+class DistillState:
+    params: dict
+    opt_state: Any
+    dataset: Dataset
+    env_state: Any
+    key: jax.Array
+    iteration: jax.Array
+
+
+class Distiller:
+    """Pure functions for one (teacher, student) pair; jit `init`, `collect` and `train`."""
+
+    def __init__(self, teacher: Any, scfg: StudentConfig, dcfg: DistillConfig):
+        self.teacher, self.scfg, self.dcfg = teacher, scfg, dcfg
+        self.env: GoalEnv = teacher.env
+        self.modules = make_student(scfg, self.env.action_size)
+        self.optimizer = optax.adam(dcfg.learning_rate)
+        self.energy = teacher.config.energy
+
+    def init(self, key: jax.Array) -> DistillState:
+        env, d = self.env, self.dcfg
+        k_p, k_env, key = jax.random.split(key, 3)
+        params = init_student(self.scfg, k_p, env.observation_size, env.state_size,
+                              env.goal_size, env.action_size)
+        return DistillState(
+            params=params, opt_state=self.optimizer.init(params),
+            dataset=Dataset.empty(d.iterations * d.states_per_iter, env.observation_size,
+                                  env.action_size, self.teacher.config.repr_dim),
+            env_state=jax.vmap(env.reset)(jax.random.split(k_env, d.num_envs)),
+            key=key, iteration=jnp.zeros((), jnp.int32))
+
+    def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array) -> dict:
+        """Teacher labels for states obs [B, O] and executed actions [B, A]."""
+        crl, env = self.teacher.crl, self.env
+        mean, log_std = crl.actor.apply(teacher_params["actor"], obs)
+        phi, psi = crl.embed(teacher_params["critic"], obs[:, : env.state_size], action,
+                             obs[:, env.state_size:])
+        return {"obs": obs, "action": action, "t_mean": mean, "t_log_std": log_std,
+                "t_phi": phi, "t_psi": psi}
+
+    def rollout(self, teacher_params: dict, student_params: dict, env_state: Any, key: jax.Array,
+                beta: jax.Array, steps: int):
+        """`steps` steps of every env with the beta mixture; returns labels [steps*N, ...]
+        and the fraction of steps the teacher acted."""
+        env, n = self.env, env_state.obs.shape[0]
+
+        def body(s, k):
+            k_mix, k_reset = jax.random.split(k)
+            t_action = jnp.tanh(self.teacher.crl.actor.apply(teacher_params["actor"], s.obs)[0])
+            s_action = jnp.tanh(self.modules.policy.apply(student_params["policy"], s.obs)[0])
+            use_teacher = jax.random.bernoulli(k_mix, beta, (n,))
+            action = jnp.where(use_teacher[:, None], t_action, s_action)
+            rows = self.label(teacher_params, s.obs, action)
+            s = jax.vmap(env.step)(s, action)
+            s = jax.vmap(auto_reset, in_axes=(None, 0, 0))(env, s, jax.random.split(k_reset, n))
+            return s, (rows, use_teacher.mean())
+
+        env_state, (rows, frac) = jax.lax.scan(body, env_state, jax.random.split(key, steps))
+        rows = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), rows)
+        return env_state, rows, frac.mean()
+
+    def collect(self, teacher_params: dict, st: DistillState, beta: jax.Array):
+        """One DAgger round of data: append `states_per_iter` labelled states."""
+        key, k = jax.random.split(st.key)
+        env_state, rows, frac = self.rollout(teacher_params, st.params, st.env_state, k, beta,
+                                             self.dcfg.steps_per_iter)
+        return st.replace(dataset=st.dataset.append(rows), env_state=env_state, key=key), frac
+
+    def train(self, st: DistillState) -> tuple[DistillState, dict]:
+        """`sgd_steps_per_iter` Adam steps on batches drawn uniformly from the dataset."""
+        d, ds = self.dcfg, st.dataset
+
+        def step(carry, k):
+            params, opt_state = carry
+            idx = jax.random.randint(k, (d.batch_size,), 0, jnp.maximum(ds.size, 1))
+            batch = {f.name: getattr(ds, f.name)[idx] for f in dataclasses.fields(ds)
+                     if f.name != "size"}
+            (_, m), grad = jax.value_and_grad(distill_loss, has_aux=True)(
+                params, batch, self.scfg, d, self.env, self.energy)
+            upd, opt_state = self.optimizer.update(grad, opt_state, params)
+            return (optax.apply_updates(params, upd), opt_state), m
+
+        key, k = jax.random.split(st.key)
+        (params, opt_state), metrics = jax.lax.scan(
+            step, (st.params, st.opt_state), jax.random.split(k, d.sgd_steps_per_iter))
+        first_last = {f"{name}_first": v[0] for name, v in metrics.items()}
+        metrics = {**{n: v[-1] for n, v in metrics.items()}, **first_last}
+        return st.replace(params=params, opt_state=opt_state, key=key,
+                          iteration=st.iteration + 1), metrics

@@ -1,0 +1,279 @@
+"""`distill(teacher, students=...)`: train students, evaluate them beside the teacher, report.
+
+    out/config.json            distill settings, students, teacher provenance
+    out/student-DxW.npz        one checkpoint per student (atomic)
+    out/distill_report.json    per student: params, FLOPs, success vs teacher, retention, ...
+    out/retention.png          retention vs student size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from crl_distill.student.model import (
+    StudentConfig,
+    count_params,
+    parse_students,
+    policy_flops,
+    save_student,
+)
+from crl_distill.teacher.networks import param_count
+from crl_distill.teacher.train import Teacher, load_teacher
+
+from crl_distill import __version__
+from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import evaluate
+from crl_distill.fileio import atomic_write, atomic_write_json
+
+from .dagger import DistillConfig, Distiller
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    report: dict
+    student_paths: dict[str, Path]
+
+
+def resolve_teacher(source: str | Path | Teacher, env: str | None = None) -> Teacher:
+    """A Teacher from a run dir / checkpoint / Teacher; `env`, when given, must match."""
+    teacher = source if isinstance(source, Teacher) else load_teacher(source)
+    if env is not None and env != teacher.config.env:
+        raise CrlDistillError(f"env mismatch: the teacher was trained on {teacher.config.env!r}, "
+                              f"not {env!r}")
+    return teacher
+
+
+def default_out_dir(teacher: Teacher) -> Path:
+    src = teacher.source
+    run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
+    return run_dir / "students"
+
+
+def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:
+    """Batch-1 latency of a jitted callable (median / p99 in microseconds, after warm-up)."""
+    for _ in range(20):
+        jax.block_until_ready(fn(x))
+    times = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x))
+        times[i] = time.perf_counter() - t0
+    return {"p50_us": float(np.median(times) * 1e6), "p99_us": float(np.quantile(times, 0.99) * 1e6)}
+
+
+def heldout_metrics(distiller: Distiller, teacher: Teacher, params: dict, seed: int) -> dict:
+    """Action MSE and embedding cosine on teacher-visited states the student never trained on."""
+    env = teacher.env
+    keys = jax.random.split(jax.random.PRNGKey(seed + 7919), 32)
+    env_state = jax.vmap(env.reset)(keys)
+    _, rows, _ = jax.jit(distiller.rollout, static_argnums=5)(
+        teacher.params, params, env_state, jax.random.PRNGKey(seed + 104729), jnp.float32(1.0),
+        env.episode_length)
+    m = distiller.modules
+    mu, _ = m.policy.apply(params["policy"], rows["obs"])
+    out = {"action_mse": float(jnp.mean(jnp.sum((jnp.tanh(mu) - jnp.tanh(rows["t_mean"])) ** 2,
+                                                 -1)))}
+    if distiller.scfg.encoders:
+        s = env.state_size
+        phi = m.phi.apply(params["phi"], jnp.concatenate([rows["obs"][:, :s], rows["action"]], -1))
+        psi = m.psi.apply(params["psi"], rows["obs"][:, s:])
+
+        def cos(a, b):
+            return jnp.mean(jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1)
+                                                  * jnp.linalg.norm(b, axis=-1) + 1e-8))
+
+        out["embed_cosine_phi"] = float(cos(phi, rows["t_phi"]))
+        out["embed_cosine_psi"] = float(cos(psi, rows["t_psi"]))
+        out["embed_cosine"] = 0.5 * (out["embed_cosine_phi"] + out["embed_cosine_psi"])
+    return out
+
+
+def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
+                  log: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
+    """Run the data/SGD loop for one student; returns its params and per-iteration logs."""
+    dist = Distiller(teacher, scfg, dcfg)
+    init = jax.jit(dist.init)
+    collect = jax.jit(dist.collect)
+    train = jax.jit(dist.train, donate_argnums=0)
+    st = init(jax.random.PRNGKey(dcfg.seed))
+    history = []
+    for it in range(dcfg.iterations):
+        beta = dcfg.beta(it)
+        st, teacher_frac = collect(teacher.params, st, jnp.float32(beta))
+        st, m = train(st)
+        row = {"iteration": it, "beta": beta, "teacher_acted": float(teacher_frac),
+               "dataset_size": int(st.dataset.size),
+               **{k: float(v) for k, v in jax.device_get(m).items()}}
+        if not np.isfinite(row["loss/total"]):
+            raise CrlDistillError(f"student {scfg.name}: non-finite loss at DAgger iteration {it}")
+        history.append(row)
+        if log:
+            log(row)
+    return jax.device_get(st.params), history
+
+
+def distill(
+    teacher: str | Path | Teacher,
+    students: str | list[StudentConfig] = "2x64,2x256",
+    out: str | Path | None = None,
+    config: DistillConfig | None = None,
+    env: str | None = None,
+    encoders: bool = False,
+    layer_norm: bool = False,
+    progress: bool = True,
+) -> DistillResult:
+    """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
+
+    Everything is validated (teacher file, env, specs) before anything is written.
+    """
+    dcfg = config or DistillConfig()
+    specs = (parse_students(students, encoders=encoders, layer_norm=layer_norm)
+             if isinstance(students, str) else list(students))
+    if not specs:
+        raise CrlDistillError("no students given")
+    t = resolve_teacher(teacher, env)
+    # Student encoders regress onto the teacher's embeddings, so they share its size.
+    specs = [dataclasses.replace(s, repr_dim=t.config.repr_dim) for s in specs]
+    out_dir = Path(out) if out is not None else default_out_dir(t)
+    tenv = t.env
+    console = _console(progress)
+
+    teacher_eval = evaluate(tenv, t.policy_fn(), dcfg.eval_episodes, dcfg.seed)
+    tcounts = t.param_counts
+    teacher_row = {
+        "name": f"teacher d{t.config.actor.depth}",
+        "actor_params": tcounts["actor"],
+        "params": sum(tcounts.values()),
+        "flops_per_action": 2 * tcounts["actor"],
+        **{f"eval/{k}": v for k, v in teacher_eval.items()},
+        "latency_batch1": latency_us(jax.jit(t.policy_fn()),
+                                     jnp.zeros((1, tenv.observation_size))),
+    }
+    console(f"teacher: success_any {teacher_eval['success_any']:.3f} on {dcfg.eval_episodes} "
+            f"episodes (seed {dcfg.seed})")
+
+    info_common = {
+        "env": t.config.env, "env_facts": tenv.describe(), "teacher_source": str(t.source),
+        "teacher_epoch": t.epoch, "teacher": t.config.to_dict(), "distill": dataclasses.asdict(dcfg),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", {
+        "distill": dataclasses.asdict(dcfg), "students": [dataclasses.asdict(s) for s in specs],
+        "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})
+    rows, paths = [], {}
+    for scfg in specs:
+        console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
+        params, history = train_student(
+            t, scfg, dcfg, log=lambda r, n=scfg.name: console(
+                f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
+                f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} "
+                f"action loss {r['loss/action']:.4f}"))
+        ev = evaluate(tenv, _student_policy(scfg, tenv, params), dcfg.eval_episodes, dcfg.seed)
+        dist = Distiller(t, scfg, dcfg)
+        actor_params = count_params(params["policy"])
+        pfn = jax.jit(_student_policy(scfg, tenv, params))
+        row = {
+            "name": scfg.name,
+            "student": dataclasses.asdict(scfg),
+            "actor_params": actor_params,
+            "params": count_params(params),
+            "param_fraction_of_teacher_actor": actor_params / tcounts["actor"],
+            "flops_per_action": policy_flops(scfg, tenv.observation_size, tenv.action_size),
+            **{f"eval/{k}": v for k, v in ev.items()},
+            "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
+            "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
+            **heldout_metrics(dist, t, params, dcfg.seed),
+            "latency_batch1": latency_us(pfn, jnp.zeros((1, tenv.observation_size))),
+            "history": history,
+        }
+        path = save_student(out_dir / f"student-{scfg.name}.npz", scfg, params,
+                            {**info_common, "summary": {k: v for k, v in row.items()
+                                                        if k != "history"}})
+        paths[scfg.name] = path
+        rows.append(row)
+    report = {"env": t.config.env, "mode": dcfg.mode, "teacher": teacher_row, "students": rows,
+              "teacher_source": str(t.source), "seed": dcfg.seed,
+              "eval_episodes": dcfg.eval_episodes,
+              "teacher_param_counts_closed_form": {
+                  "actor": param_count(t.config.actor, tenv.observation_size,
+                                       2 * tenv.action_size)}}
+    atomic_write_json(out_dir / "distill_report.json", report)
+    plot_retention(report, out_dir / "retention.png")
+    if progress:
+        print_table(report)
+    return DistillResult(out_dir=out_dir, report=report, student_paths=paths)
+
+
+def _student_policy(scfg: StudentConfig, env: Any, params: dict):
+    from crl_distill.student.model import make_student
+
+    policy = make_student(scfg, env.action_size).policy
+    return lambda obs: jnp.tanh(policy.apply(params["policy"], obs)[0])
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else float("nan")
+
+
+def _console(enabled: bool) -> Callable[[str], None]:
+    if not enabled:
+        return lambda _msg: None
+    from rich.console import Console
+
+    c = Console()
+    return lambda msg: c.print(msg, highlight=False)
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = report["teacher"]
+    table = Table(title=f"distillation on {report['env']} ({report['mode']}, "
+                        f"{report['eval_episodes']} episodes, same seeds)")
+    for col in ("model", "actor params", "FLOPs/action", "success_any", "retention",
+                "time at goal", "action MSE", "embed cos", "JAX p50 us"):
+        table.add_column(col, justify="right")
+    table.add_row(t["name"], f"{t['actor_params']:,}", f"{t['flops_per_action']:,}",
+                  f"{t['eval/success_any']:.3f}", "1.00", f"{t['eval/time_at_goal']:.1f}",
+                  "-", "-", f"{t['latency_batch1']['p50_us']:.0f}")
+    for r in report["students"]:
+        table.add_row(r["name"], f"{r['actor_params']:,}", f"{r['flops_per_action']:,}",
+                      f"{r['eval/success_any']:.3f}", f"{r['retention']:.2f}",
+                      f"{r['eval/time_at_goal']:.1f}", f"{r['action_mse']:.4f}",
+                      f"{r['embed_cosine']:.3f}" if "embed_cosine" in r else "-",
+                      f"{r['latency_batch1']['p50_us']:.0f}")
+    Console().print(table)
+
+
+def plot_retention(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(report["students"], key=lambda r: r["actor_params"])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([r["actor_params"] for r in rows], [r["retention"] for r in rows], marker="o")
+    for r in rows:
+        ax.annotate(r["name"], (r["actor_params"], r["retention"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.axhline(0.95, color="C3", lw=0.8, ls=":", label="95% target")
+    ax.set(xscale="log", xlabel="student actor parameters", ylabel="retention (success_any)",
+           title=f"{report['env']}: retention vs student size "
+                 f"(teacher {report['teacher']['actor_params']:,} params)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return path

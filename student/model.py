@@ -1,0 +1,199 @@
+"""Shallow students: a plain MLP policy and, optionally, shallow encoders phi_s(s, a), psi_s(g).
+
+A spec "2x256" means 2 hidden layers of width 256. The policy head outputs a tanh-Gaussian's
+(mean, log_std) like the teacher's, so action-MSE, pre-tanh MSE and KL losses all apply; the
+deployed policy is tanh(mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from crl_distill import __version__
+from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
+from crl_distill.errors import CrlDistillError
+
+STUDENT_FORMAT = "crl-distill-student"
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+_ACTS = {"relu": nn.relu, "swish": nn.swish, "tanh": nn.tanh}
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """depth x width hidden layers; `encoders` adds phi_s / psi_s of the same shape."""
+
+    depth: int = 2
+    width: int = 256
+    layer_norm: bool = False
+    activation: str = "relu"
+    encoders: bool = False
+    repr_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.width < 1:
+            raise CrlDistillError(f"student depth and width must be >= 1, got {self.name}")
+        if self.activation not in _ACTS:
+            raise CrlDistillError(f"student activation must be one of {sorted(_ACTS)}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.depth}x{self.width}"
+
+
+def parse_students(spec: str, **common: Any) -> list[StudentConfig]:
+    """"2x64,2x256,4x256" -> StudentConfigs; a malformed entry is a one-line error."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        m = re.fullmatch(r"(\d+)x(\d+)", part)
+        if not m or int(m[1]) < 1 or int(m[2]) < 1:
+            raise CrlDistillError(
+                f"bad student spec {part!r} in {spec!r}: expected DEPTHxWIDTH, e.g. 2x256")
+        out.append(StudentConfig(depth=int(m[1]), width=int(m[2]), **common))
+    if len({s.name for s in out}) != len(out):
+        raise CrlDistillError(f"duplicate student in {spec!r}")
+    return out
+
+
+class MLP(nn.Module):
+    """[..., in] -> [..., out]: depth x (Dense -> [LayerNorm] -> act) -> Dense."""
+
+    cfg: StudentConfig
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTS[self.cfg.activation]
+        for i in range(self.cfg.depth):
+            x = nn.Dense(self.cfg.width, name=f"dense_{i}")(x)
+            if self.cfg.layer_norm:
+                x = nn.LayerNorm(name=f"norm_{i}")(x)
+            x = act(x)
+        return nn.Dense(self.out_dim, name="output")(x)
+
+
+class StudentPolicy(nn.Module):
+    """obs -> (mean [.., A], log_std [.., A]); log_std squashed into [-5, 2] as the teacher's."""
+
+    cfg: StudentConfig
+    action_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean, raw = jnp.split(MLP(self.cfg, 2 * self.action_size, name="net")(obs), 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+
+@dataclass
+class StudentModules:
+    policy: StudentPolicy
+    phi: MLP | None
+    psi: MLP | None
+
+
+def make_student(cfg: StudentConfig, action_size: int) -> StudentModules:
+    enc = cfg.encoders
+    return StudentModules(
+        policy=StudentPolicy(cfg, action_size),
+        phi=MLP(cfg, cfg.repr_dim) if enc else None,
+        psi=MLP(cfg, cfg.repr_dim) if enc else None,
+    )
+
+
+def init_student(cfg: StudentConfig, key: jax.Array, obs_size: int, state_size: int,
+                 goal_size: int, action_size: int) -> dict:
+    """{"policy": params, ["phi": params, "psi": params]}."""
+    m = make_student(cfg, action_size)
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {"policy": m.policy.init(k1, jnp.zeros((1, obs_size)))}
+    if cfg.encoders:
+        params["phi"] = m.phi.init(k2, jnp.zeros((1, state_size + action_size)))
+        params["psi"] = m.psi.init(k3, jnp.zeros((1, goal_size)))
+    return params
+
+
+def mlp_flops(in_dim: int, cfg: StudentConfig, out_dim: int) -> int:
+    """Multiply-adds x2 of the Dense layers (activations and norms are lower order)."""
+    dims = [in_dim] + [cfg.width] * cfg.depth + [out_dim]
+    return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+
+
+def policy_flops(cfg: StudentConfig, obs_size: int, action_size: int) -> int:
+    return mlp_flops(obs_size, cfg, 2 * action_size)
+
+
+def count_params(tree: Any) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and loading
+# ----------------------------------------------------------------------------------------------
+def save_student(path: str | Path, cfg: StudentConfig, params: dict, info: dict) -> Path:
+    """Write one student checkpoint; `info` holds env facts and the teacher's provenance."""
+    meta = {"format": STUDENT_FORMAT, "version": 1, "student": dataclasses.asdict(cfg),
+            "crl_distill": __version__, **info}
+    return save_pytree(path, params, meta)
+
+
+@dataclass
+class Student:
+    """A trained student: `act(obs)` is the deterministic policy tanh(mean)."""
+
+    config: StudentConfig
+    params: dict
+    meta: dict
+    source: Path
+
+    def __post_init__(self) -> None:
+        self.modules = make_student(self.config, int(self.meta["env_facts"]["action_size"]))
+        self._act = jax.jit(self.policy_apply)
+
+    def policy_apply(self, policy_params: Any, obs: jax.Array) -> jax.Array:
+        mean, _ = self.modules.policy.apply(policy_params, obs)
+        return jnp.tanh(mean)
+
+    def policy_fn(self):
+        """A jittable obs [B, O] -> action [B, A] closure over the parameters."""
+        p = self.params["policy"]
+        return lambda obs: self.policy_apply(p, obs)
+
+    def act(self, obs: Any) -> jax.Array:
+        obs = jnp.asarray(obs, jnp.float32)
+        single = obs.ndim == 1
+        a = self._act(self.params["policy"], obs[None] if single else obs)
+        return a[0] if single else a
+
+    def embed(self, state: Any, action: Any, goal: Any) -> tuple[jax.Array, jax.Array]:
+        if not self.config.encoders:
+            raise CrlDistillError(f"student {self.config.name} has no encoders")
+        phi = self.modules.phi.apply(self.params["phi"], jnp.concatenate([state, action], -1))
+        return phi, self.modules.psi.apply(self.params["psi"], goal)
+
+    @property
+    def env_name(self) -> str:
+        return self.meta["env"]
+
+
+def load_student(path: str | Path) -> Student:
+    """Load one student checkpoint (`student-DxW.npz`) written by `save_student`."""
+    path = Path(path)
+    meta = read_meta(path, STUDENT_FORMAT)
+    try:
+        cfg = StudentConfig(**meta["student"])
+        facts = meta["env_facts"]
+        template = jax.eval_shape(
+            lambda: init_student(cfg, jax.random.PRNGKey(0), facts["observation_size"],
+                                 facts["state_size"], facts["goal_size"], facts["action_size"]))
+    except (KeyError, TypeError) as e:
+        raise CrlDistillError(f"{path}: corrupt student header ({e})") from None
+    params, _ = load_pytree(path, template, STUDENT_FORMAT)
+    return Student(config=cfg, params=jax.device_put(params), meta=meta, source=path)
