@@ -38,6 +38,17 @@ def save_pytree(path: str | Path, tree: Any, meta: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def peek_format(path: str | Path) -> str:
+    """The `format` of a crl-distill checkpoint, or a one-line error for anything else."""
+    with _open(path, "crl-distill") as z:
+        if META_KEY not in z.files:
+            raise CrlDistillError(f"{path}: not a crl-distill checkpoint (no header)")
+        try:
+            return str(json.loads(str(z[META_KEY]))["format"])
+        except Exception:
+            raise CrlDistillError(f"{path}: corrupt checkpoint header") from None
+
+
 def read_meta(path: str | Path, expected_format: str) -> dict[str, Any]:
     """The JSON header of a checkpoint; refuses missing, corrupt or foreign files."""
     with _open(path, expected_format) as z:

@@ -26,23 +26,29 @@ def episode_keys(seed: int, num_episodes: int) -> jax.Array:
     return jax.random.split(jax.random.PRNGKey(seed), num_episodes)
 
 
-def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array) -> dict[str, jax.Array]:
+def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
+                record_obs: bool = False) -> dict[str, jax.Array]:
     """Run one full episode per key with a jittable batch policy (call under jit).
 
-    Returns per-episode arrays [E]: time_at_goal, success_any, final_dist.
+    Returns per-episode arrays [E]: time_at_goal, success_any, final_dist; with `record_obs`
+    also the observations the policy saw, obs [T, E, obs_dim].
     """
     state = jax.vmap(env.reset)(keys)
 
     def body(s, _):
-        s = jax.vmap(env.step)(s, policy(s.obs))
-        return s, s.metrics["success"]
+        obs = s.obs
+        s = jax.vmap(env.step)(s, policy(obs))
+        return s, (s.metrics["success"], obs if record_obs else None)
 
-    state, success = jax.lax.scan(body, state, None, length=env.episode_length)
-    return {
+    state, (success, obs) = jax.lax.scan(body, state, None, length=env.episode_length)
+    out = {
         "time_at_goal": success.sum(0),
         "success_any": (success.max(0) > 0).astype(jnp.float32),
         "final_dist": state.metrics["dist"],
     }
+    if record_obs:
+        out["obs"] = obs
+    return out
 
 
 def rollout_host(

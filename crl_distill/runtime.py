@@ -1,0 +1,165 @@
+"""Run an exported crl-distill policy with numpy + onnxruntime only (no JAX).
+
+    from crl_distill.runtime import OnnxPolicy
+    policy = OnnxPolicy("policy.onnx")            # one intra-op thread, CPU unless asked
+    action = policy.act(state=s, goal=g)          # or policy.act(obs), batch or single
+
+Every bad input raises `PolicyInputError` (a `PolicyError`) with a one-line message; an
+action is always finite and inside the action bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crl_distill.errors import CrlDistillError
+
+METADATA_PREFIX = "crl_distill."
+
+
+class PolicyError(CrlDistillError):
+    """The policy cannot produce a safe action; the base of every runtime error."""
+
+
+class PolicyInputError(PolicyError, ValueError):
+    """An observation the policy cannot act on (shape, dtype, non-finite values)."""
+
+
+def _import_ort():
+    import onnxruntime as ort
+
+    # Provider probing (e.g. a GPU build on a machine without CUDA) logs warnings at level 2.
+    ort.set_default_logger_severity(3)
+    return ort
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The crl-distill metadata of an ONNX file, JSON values decoded (no session is built)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise CrlDistillError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    return _decode({p.key: p.value for p in model.metadata_props})
+
+
+def _decode(props: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for k, v in props.items():
+        if k.startswith(METADATA_PREFIX):
+            try:
+                out[k[len(METADATA_PREFIX):]] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k[len(METADATA_PREFIX):]] = v
+    return out
+
+
+class OnnxPolicy:
+    """A deterministic policy from an exported ONNX file.
+
+    device: "cpu" (default), "cuda" (used only if onnxruntime has CUDA and a session starts;
+    otherwise CPU, quietly), or "auto" (same as "cuda"). `fallback_reason` says why CUDA was
+    not used when it was asked for.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", intra_op_threads: int = 1):
+        ort = _import_ort()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CrlDistillError(f"{self.path}: no such ONNX file")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.fallback_reason: str | None = None
+        providers = ["CPUExecutionProvider"]
+        if device in ("cuda", "auto"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                self.fallback_reason = "onnxruntime has no CUDA provider here"
+        elif device != "cpu":
+            raise CrlDistillError(f"device must be cpu, cuda or auto, got {device!r}")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=providers)
+        except Exception as e:
+            if providers[0] == "CUDAExecutionProvider":
+                self.fallback_reason = f"CUDA session failed ({type(e).__name__})"
+                self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+            else:
+                raise CrlDistillError(f"{self.path}: onnxruntime cannot load it "
+                                      f"({str(e).splitlines()[0][:200]})") from None
+        if "CUDAExecutionProvider" not in self.session.get_providers() and device != "cpu":
+            self.fallback_reason = self.fallback_reason or "CUDA provider not active"
+        self.metadata = _decode(self.session.get_modelmeta().custom_metadata_map)
+        if "format" not in self.metadata:
+            raise CrlDistillError(f"{self.path}: not a crl-distill policy (no crl_distill.* "
+                                  f"metadata)")
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != "obs":
+            raise CrlDistillError(f"{self.path}: expected one input named 'obs'")
+        self.observation_size = int(self.metadata["observation_size"])
+        self.state_size = int(self.metadata["state_size"])
+        self.goal_size = self.observation_size - self.state_size
+        self.action_size = int(self.metadata["action_size"])
+        lo, hi = self.metadata.get("action_bounds", [-1.0, 1.0])
+        self.action_low, self.action_high = float(lo), float(hi)
+        self.env = self.metadata.get("env")
+        self.control_period = float(self.metadata.get("control_period", 0.0))
+        self._out_name = self.session.get_outputs()[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def _check(self, x: Any, size: int, what: str) -> np.ndarray:
+        try:
+            a = np.asarray(x)
+        except Exception:
+            raise PolicyInputError(f"{what} is not array-like") from None
+        if a.dtype.kind not in "fiu":
+            raise PolicyInputError(f"{what} has dtype {a.dtype}, expected a real number type "
+                                   f"(float32 preferred)")
+        if a.ndim not in (1, 2) or a.shape[-1] != size or (a.ndim == 2 and a.shape[0] == 0):
+            raise PolicyInputError(f"{what} has shape {list(a.shape)}, expected [{size}] or "
+                                   f"[batch, {size}]")
+        a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            raise PolicyInputError(f"{what} contains NaN or inf")
+        return a
+
+    def act(self, obs: Any = None, *, state: Any = None, goal: Any = None) -> np.ndarray:
+        """obs [obs_size] or [B, obs_size] (or state + goal) -> action [A] or [B, A], float32."""
+        if obs is None:
+            if state is None or goal is None:
+                raise PolicyInputError("give obs, or both state and goal")
+            s = self._check(state, self.state_size, "state")
+            g = self._check(goal, self.goal_size, "goal")
+            if s.ndim != g.ndim or (s.ndim == 2 and s.shape[0] != g.shape[0]):
+                raise PolicyInputError(f"state {list(s.shape)} and goal {list(g.shape)} do not "
+                                       f"share a batch size")
+            x = np.concatenate([s, g], axis=-1)
+        else:
+            if state is not None or goal is not None:
+                raise PolicyInputError("give obs or state + goal, not both")
+            x = self._check(obs, self.observation_size, "obs")
+        single = x.ndim == 1
+        batch = np.ascontiguousarray(x[None] if single else x)
+        action = self.session.run([self._out_name], {"obs": batch})[0]
+        if not np.isfinite(action).all():
+            # A finite input gave a non-finite action: the file is damaged; never actuate it.
+            raise PolicyError("policy produced a non-finite action for a finite input")
+        action = np.clip(action, self.action_low, self.action_high)
+        return action[0] if single else action
+
+    __call__ = act

@@ -1,0 +1,403 @@
+"""Export a student (or teacher) policy to ONNX and prove it behaves like the JAX policy.
+
+    exportable = resolve(path)                # student file/dir, or teacher run/checkpoint
+    result = export(path, out="policy.onnx")  # trace -> metadata -> gates -> atomic write
+
+Gates (each failure names the gate; nothing is written at the target path):
+  1. checker: onnx.checker (full) and strict shape inference;
+  2. numeric: onnxruntime vs JAX, max |diff| <= 1e-5 on >= 1000 observations (real rollout
+     states + random ones) at batch sizes 1, 2, 7, 64; onnx.reference.ReferenceEvaluator agrees;
+  3. closed_loop: onnxruntime drives the env over the JAX evaluation's seeds; success counts
+     agree within one episode; per-step action deviation is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from crl_distill.envs import GoalEnv, make
+
+from crl_distill import __version__
+from crl_distill.checkpoint import peek_format
+from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
+from crl_distill.fileio import atomic_write_bytes, atomic_write_json
+from crl_distill.runtime import METADATA_PREFIX
+
+POLICY_FORMAT = "crl-distill-policy"
+BATCH_SIZES = (1, 2, 7, 64)
+TOLERANCE = 1e-5
+GOLDEN_PAIRS = 4
+
+
+class GateError(CrlDistillError):
+    """An export gate failed; `gate` names it."""
+
+    def __init__(self, gate: str, message: str):
+        super().__init__(f"export gate '{gate}' failed: {message}")
+        self.gate = gate
+
+
+@dataclass
+class Exportable:
+    """A policy ready to trace: obs [B, O] -> action [B, A] in plain jnp (no nn.scan)."""
+
+    kind: str  # "student" | "teacher"
+    name: str
+    env: GoalEnv
+    policy: Callable[[jax.Array], jax.Array]
+    params: Any
+    source: Path
+    info: dict = field(default_factory=dict)
+    critic: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+
+
+def params_sha256(params: Any) -> str:
+    """SHA-256 over every parameter's bytes in pytree order (names included)."""
+    h = hashlib.sha256()
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    for path, leaf in flat:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def _student_exportable(path: Path) -> Exportable:
+    from crl_distill.student.model import load_student
+
+    s = load_student(path)
+    env = make(s.env_name)
+    critic = None
+    if s.config.encoders:
+        def critic(state_action, goal, s=s):
+            return (s.modules.phi.apply(s.params["phi"], state_action),
+                    s.modules.psi.apply(s.params["psi"], goal))
+    return Exportable(kind="student", name=s.config.name, env=env, policy=s.policy_fn(),
+                      params=s.params, source=path, critic=critic,
+                      info={"student": dataclasses.asdict(s.config),
+                            "teacher": s.meta.get("teacher"),
+                            "teacher_source": s.meta.get("teacher_source"),
+                            "distill": s.meta.get("distill")})
+
+
+def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
+    from crl_distill.teacher.networks import apply_unrolled
+    from crl_distill.teacher.train import load_teacher
+
+    t = load_teacher(path)
+    cfg, a = t.config.actor, t.env.action_size
+    net = t.params["actor"]["params"]["net"]
+
+    def policy(obs):
+        # nn.scan cannot trace a symbolic batch; the unrolled forward is the same function.
+        return jnp.tanh(apply_unrolled(cfg, net, obs)[..., :a])
+
+    if not traceable:  # evaluation: the scan-built network compiles in constant time
+        policy = t.policy_fn()
+
+    return Exportable(kind="teacher", name=f"teacher-d{cfg.depth}", env=t.env, policy=policy,
+                      params=t.params["actor"], source=t.source,
+                      info={"teacher": t.config.to_dict(), "teacher_epoch": t.epoch})
+
+
+def pick_student(student_dir: Path, name: str | None) -> Path:
+    """`name`, else the smallest student retaining >= 95% (else the best retention)."""
+    if name is not None:
+        p = student_dir / f"student-{name}.npz"
+        if not p.is_file():
+            have = sorted(x.stem.removeprefix("student-") for x in student_dir.glob("student-*.npz"))
+            raise CrlDistillError(f"{student_dir}: no student {name!r} (have: {', '.join(have)})")
+        return p
+    files = sorted(student_dir.glob("student-*.npz"))
+    if not files:
+        raise CrlDistillError(f"{student_dir}: no student-*.npz files (not a student directory)")
+    report_path = student_dir / "distill_report.json"
+    if report_path.is_file():
+        try:
+            rows = json.loads(report_path.read_text())["students"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CrlDistillError(f"{report_path}: corrupt distill report") from None
+        good = [r for r in rows if r.get("retention", 0) >= 0.95]
+        best = (min(good, key=lambda r: r["actor_params"]) if good
+                else max(rows, key=lambda r: r.get("retention", 0)))
+        p = student_dir / f"student-{best['name']}.npz"
+        if p.is_file():
+            return p
+    return files[0]
+
+
+def resolve(source: str | Path, student: str | None = None, traceable: bool = True) -> Exportable:
+    """A student file, a student directory, a teacher run directory or a teacher checkpoint.
+
+    `traceable=False` gives a teacher policy for JAX evaluation rather than ONNX tracing.
+    """
+    p = Path(source)
+    if p.is_dir():
+        if list(p.glob("student-*.npz")) or (p / "distill_report.json").exists():
+            return _student_exportable(pick_student(p, student))
+        if (p / "checkpoints").is_dir():
+            return _teacher_exportable(p, traceable)
+        raise CrlDistillError(f"{p}: neither a student directory nor a teacher run directory")
+    if not p.exists():
+        raise CrlDistillError(f"{p}: no such file or directory")
+    fmt = peek_format(p)
+    if fmt == "crl-distill-student":
+        return _student_exportable(p)
+    if fmt == "crl-distill-teacher":
+        return _teacher_exportable(p, traceable)
+    raise CrlDistillError(f"{p}: a {fmt!r} file cannot be exported")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracing and metadata
+# ----------------------------------------------------------------------------------------------
+def trace_policy(ex: Exportable):
+    """obs float32 [batch, O] -> action [batch, A] as an onnx.ModelProto."""
+    from jax2onnx import to_onnx
+
+    return to_onnx(ex.policy, [("batch", ex.env.observation_size)], input_names=["obs"],
+                   output_names=["action"], model_name=f"crl_distill_{ex.kind}_{ex.name}")
+
+
+def trace_critic(ex: Exportable):
+    """(state_action [batch, S+A], goal [batch, G]) -> (phi, psi) [batch, D]."""
+    from jax2onnx import to_onnx
+
+    env = ex.env
+    return to_onnx(ex.critic, [("batch", env.state_size + env.action_size),
+                               ("batch", env.goal_size)],
+                   input_names=["state_action", "goal"], output_names=["phi", "psi"],
+                   model_name=f"crl_distill_{ex.kind}_{ex.name}_critic")
+
+
+def set_metadata(model: Any, meta: dict[str, Any]) -> None:
+    """Store each entry JSON-encoded under `crl_distill.<key>` in metadata_props."""
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = METADATA_PREFIX + k, json.dumps(v)
+
+
+def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str, Any]:
+    env = ex.env
+    return {
+        "format": POLICY_FORMAT, "version": 1, "kind": ex.kind, "name": ex.name,
+        "env": env.name, "observation_size": env.observation_size, "state_size": env.state_size,
+        "goal_indices": list(env.goal_indices), "goal_size": env.goal_size,
+        "action_size": env.action_size, "action_bounds": list(env.action_bounds),
+        "success_threshold": env.success_threshold, "control_period": env.control_period,
+        "episode_length": env.episode_length, "layout": env.layout,
+        "input": "obs = concat(state, goal), float32 [batch, observation_size]",
+        "output": "action = tanh(mean), float32 [batch, action_size]",
+        "crl_distill_version": __version__, "params_sha256": params_sha256(ex.params),
+        "source": str(ex.source), **{k: v for k, v in ex.info.items() if v is not None},
+        "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Gates
+# ----------------------------------------------------------------------------------------------
+def gate_checker(model: Any) -> dict:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise GateError("checker", str(e).splitlines()[0][:300]) from None
+    return {"passed": True}
+
+
+def _ort_session(model_bytes: bytes):
+    from crl_distill.runtime import _import_ort
+
+    ort = _import_ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def parity_observations(ex: Exportable, seed: int, n_real: int = 1024, n_random: int = 256):
+    """Real states from JAX rollouts of the policy plus random observations, [N, O] float32."""
+    env = ex.env
+    n_eps = max(1, -(-n_real // env.episode_length))
+    rec = jax.jit(lambda k: rollout_jax(env, ex.policy, k, record_obs=True))(
+        episode_keys(seed + 31337, n_eps))
+    real = np.asarray(rec["obs"]).reshape(-1, env.observation_size)
+    rng = np.random.default_rng(seed)
+    real = real[rng.permutation(len(real))[:n_real]]
+    scale = np.maximum(np.abs(real).max(0), 1.0)
+    random = (rng.uniform(-1.5, 1.5, (n_random, env.observation_size)) * scale).astype(np.float32)
+    return np.concatenate([real, random]).astype(np.float32)
+
+
+def gate_numeric(model: Any, ex: Exportable, obs: np.ndarray) -> dict:
+    """onnxruntime and the reference evaluator vs JAX on `obs` at every batch size."""
+    from onnx.reference import ReferenceEvaluator
+
+    sess = _ort_session(model.SerializeToString())
+    want = np.asarray(jax.jit(ex.policy)(jnp.asarray(obs)))
+    per_batch = {}
+    for bs in BATCH_SIZES:
+        n = (len(obs) // bs) * bs
+        got = np.concatenate([sess.run(None, {"obs": obs[i:i + bs]})[0] for i in range(0, n, bs)])
+        per_batch[str(bs)] = float(np.abs(got - want[:n]).max())
+    ref = ReferenceEvaluator(model)
+    sub = obs[:64]
+    ref_diff = float(np.abs(ref.run(None, {"obs": sub})[0] - want[:64]).max())
+    worst = max(per_batch.values())
+    result = {"observations": int(len(obs)), "max_abs_diff": worst, "per_batch": per_batch,
+              "reference_evaluator_max_abs_diff": ref_diff, "tolerance": TOLERANCE}
+    if not worst <= TOLERANCE:
+        raise GateError("numeric", f"onnxruntime differs from JAX by {worst:.3g} > {TOLERANCE:g} "
+                                   f"(per batch size: {per_batch})")
+    if not ref_diff <= TOLERANCE:
+        raise GateError("numeric", f"onnx.reference differs from JAX by {ref_diff:.3g}")
+    return {"passed": True, **result}
+
+
+def gate_closed_loop(model: Any, ex: Exportable, episodes: int, seed: int) -> dict:
+    """onnxruntime in the loop vs the JAX evaluation, same seeds."""
+    sess = _ort_session(model.SerializeToString())
+    keys = episode_keys(seed, episodes)
+    jax_eps = jax.device_get(jax.jit(lambda k: rollout_jax(ex.env, ex.policy, k))(keys))
+    host = rollout_host(ex.env, lambda o: sess.run(None, {"obs": o.astype(np.float32)})[0], keys,
+                        record_obs=True)
+    seen = host["obs"].reshape(-1, ex.env.observation_size)
+    dev = np.abs(np.asarray(jax.jit(ex.policy)(jnp.asarray(seen)))
+                 - np.concatenate([sess.run(None, {"obs": seen[i:i + 1024]})[0]
+                                   for i in range(0, len(seen), 1024)]))
+    n_jax, n_onnx = int(jax_eps["success_any"].sum()), int(host["success_any"].sum())
+    result = {
+        "episodes": episodes, "seed": seed,
+        "success_episodes_jax": n_jax, "success_episodes_onnx": n_onnx,
+        "success_any_jax": float(jax_eps["success_any"].mean()),
+        "success_any_onnx": float(host["success_any"].mean()),
+        "time_at_goal_jax": float(jax_eps["time_at_goal"].mean()),
+        "time_at_goal_onnx": float(host["time_at_goal"].mean()),
+        "action_deviation_max": float(dev.max()), "action_deviation_mean": float(dev.mean()),
+    }
+    if abs(n_jax - n_onnx) > 1:
+        raise GateError("closed_loop", f"ONNX reached the goal in {n_onnx}/{episodes} episodes, "
+                                       f"JAX in {n_jax}/{episodes}")
+    return {"passed": True, **result}
+
+
+def run_gates(model: Any, ex: Exportable, episodes: int = 128, seed: int = 0) -> dict:
+    """All three gates in order; raises GateError at the first failure."""
+    gates = {"checker": gate_checker(model)}
+    gates["numeric"] = gate_numeric(model, ex, parity_observations(ex, seed))
+    gates["closed_loop"] = gate_closed_loop(model, ex, episodes, seed)
+    return gates
+
+
+# ----------------------------------------------------------------------------------------------
+# The export entry point
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ExportResult:
+    path: Path
+    report_path: Path
+    report: dict
+    critic_path: Path | None = None
+
+
+def export(source: str | Path, out: str | Path | None = None, student: str | None = None,
+           skip_gates: bool = False, episodes: int = 128, seed: int = 0) -> ExportResult:
+    """Trace, check and write `out` (default: policy.onnx next to the source) atomically.
+
+    On a failed gate nothing is written at `out`; export_report.json beside it names the gate.
+    """
+    if episodes < 1:
+        raise CrlDistillError("episodes must be >= 1")
+    ex = resolve(source, student)
+    src_dir = ex.source.parent.parent if ex.source.parent.name == "checkpoints" else ex.source.parent
+    out = Path(out) if out is not None else src_dir / ("policy.onnx" if ex.kind == "student"
+                                                      else "teacher.onnx")
+    if out.is_dir():
+        raise CrlDistillError(f"{out} is a directory; give a file path for --out")
+    report_path = out.parent / "export_report.json"
+    t0 = time.perf_counter()
+    model = trace_policy(ex)
+    trace_s = time.perf_counter() - t0
+    obs = np.asarray(parity_observations(ex, seed, n_real=GOLDEN_PAIRS, n_random=0))[:GOLDEN_PAIRS]
+    act = np.asarray(jax.jit(ex.policy)(jnp.asarray(obs)))
+    golden = [{"obs": o.tolist(), "action": a.tolist()} for o, a in zip(obs, act, strict=True)]
+    report: dict[str, Any] = {"source": str(ex.source), "kind": ex.kind, "name": ex.name,
+                              "env": ex.env.name, "target": str(out), "trace_s": trace_s}
+    if skip_gates:
+        gates: dict[str, Any] = {"skipped": True, "reason": "skipped by --skip-gates"}
+    else:
+        try:
+            gates = run_gates(model, ex, episodes, seed)
+        except GateError as e:
+            report.update({"passed": False, "failed_gate": e.gate, "error": str(e)})
+            atomic_write_json(report_path, report)
+            raise
+    set_metadata(model, build_metadata(ex, golden, gates))
+    data = model.SerializeToString()
+    critic_path = None
+    if ex.critic is not None:
+        critic = trace_critic(ex)
+        gate_checker(critic)
+        set_metadata(critic, {**build_metadata(ex, [], {"checker": {"passed": True}}),
+                              "format": POLICY_FORMAT + "-critic"})
+        critic_path = out.with_name(out.stem + ".critic.onnx")
+    atomic_write_bytes(out, data)
+    if critic_path is not None:
+        atomic_write_bytes(critic_path, critic.SerializeToString())
+    report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
+                   "critic": str(critic_path) if critic_path else None,
+                   "params_sha256": params_sha256(ex.params), "seconds": time.perf_counter() - t0})
+    atomic_write_json(report_path, report)
+    return ExportResult(path=out, report_path=report_path, report=report, critic_path=critic_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# One evaluator for every artifact
+# ----------------------------------------------------------------------------------------------
+def evaluate_artifact(source: str | Path, env: str | None = None, episodes: int = 256,
+                      seed: int = 0, student: str | None = None) -> dict:
+    """Teacher run/checkpoint, student file/dir or exported .onnx on the same seeded episodes."""
+    from crl_distill.evaluation import evaluate, summarize
+
+    p = Path(source)
+    if episodes < 1:
+        raise CrlDistillError("episodes must be >= 1")
+    if p.suffix == ".onnx":
+        from crl_distill.runtime import OnnxPolicy
+
+        policy = OnnxPolicy(p)
+        target = make(env or policy.env)
+        _check_env_fits(target, policy.observation_size, policy.action_size, policy.env)
+        per_ep = rollout_host(target, policy.act, episode_keys(seed, episodes))
+        kind, name, trained_on = "onnx", policy.metadata.get("name"), policy.env
+        summary = summarize(per_ep)
+    else:
+        ex = resolve(p, student, traceable=False)
+        target = make(env) if env else ex.env
+        _check_env_fits(target, ex.env.observation_size, ex.env.action_size, ex.env.name)
+        kind, name, trained_on = ex.kind, ex.name, ex.env.name
+        summary = evaluate(target, ex.policy, episodes, seed)
+    return {"source": str(p), "kind": kind, "name": name, "env": target.name,
+            "trained_on": trained_on, "seed": seed, **summary}
+
+
+def _check_env_fits(env: GoalEnv, obs_size: int, action_size: int, trained_on: str) -> None:
+    if env.observation_size != obs_size or env.action_size != action_size:
+        raise CrlDistillError(
+            f"env mismatch: the policy was made for {trained_on!r} (obs {obs_size}, action "
+            f"{action_size}); {env.name!r} has obs {env.observation_size}, action "
+            f"{env.action_size}")
