@@ -1,17 +1,13 @@
 import json
-from pathlib import Path
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from crl_distill.distill import DistillConfig, Distiller, distill
 from crl_distill.distill.dagger import gaussian_kl, relational_kl
-from crl_distill.envs import make
 from crl_distill.student import StudentConfig, load_student, parse_students
-from crl_distill.teacher.crl import CRL, TeacherConfig
-from crl_distill.teacher.networks import NetConfig
-from crl_distill.teacher.train import Teacher
 
 from crl_distill.errors import CrlDistillError
 
@@ -22,13 +18,7 @@ SMALL = dict(iterations=3, num_envs=16, steps_per_iter=25, sgd_steps_per_iter=15
 @pytest.fixture(scope="module")
 def fixed_teacher():
     """A small untrained (random, fixed) teacher: a smooth target a student can fit."""
-    cfg = TeacherConfig(env="pointmaze_u", actor=NetConfig(0, 32), critic=NetConfig(0, 32),
-                        repr_dim=16, num_envs=16, unroll_length=10, replay_capacity=40)
-    env = make(cfg.env)
-    crl = CRL(cfg, env)
-    ts = crl.init_train_state(jax.random.PRNGKey(3))
-    return Teacher(config=cfg, env=env, params={"actor": ts.actor, "critic": ts.critic}, crl=crl,
-                   source=Path("/nonexistent/checkpoints/epoch-000001.npz"), epoch=1)
+    return helpers.fixed_teacher()
 
 
 def run_iterations(teacher, scfg, dcfg):
