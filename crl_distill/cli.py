@@ -249,6 +249,36 @@ def eval_(
     console.print(table)
 
 
+@app.command()
+def bench(
+    from_: Annotated[Path, typer.Option("--from", help="Exported student .onnx or student dir.")],
+    teacher: Annotated[Path | None, typer.Option(help="Teacher run [the student's teacher].")] = None,
+    deep_depth: Annotated[int, typer.Option(help="Depth of the random-weight deep teacher.")] = 1000,
+    onnx_deep: Annotated[bool, typer.Option("--onnx-deep/--no-onnx-deep",
+                                            help="Also export and time the deep teacher.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG bar chart here.")] = None,
+) -> None:
+    """Latency: p50/p99/max at batch 1 (one thread) and throughput at batch 64 and 1024.
+
+    Rows: ONNX student (OnnxPolicy.act and raw session.run), JIT JAX student, the JAX and ONNX
+    teacher at its depth, and a depth-1000 teacher with random weights.
+    """
+    from crl_distill.export.latency import single_thread_xla_flags
+
+    single_thread_xla_flags()
+    from crl_distill.export.latency import plot_latency, print_latency_table, run_latency_benchmark
+    from crl_distill.fileio import atomic_write_json
+
+    result = run_latency_benchmark(from_, teacher, deep_depth=deep_depth, onnx_deep=onnx_deep,
+                                   log=lambda m: err_console.print(m, style="dim"))
+    print_latency_table(result)
+    if json_out:
+        atomic_write_json(json_out, result)
+    if plot:
+        plot_latency(result, plot)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     # XLA's C++ logging and TF-style warnings are noise for CLI users; errors still surface.

@@ -38,6 +38,7 @@ POLICY_FORMAT = "crl-distill-policy"
 BATCH_SIZES = (1, 2, 7, 64)
 TOLERANCE = 1e-5
 GOLDEN_PAIRS = 4
+DEEP_EXPORT_DEPTH = 64  # deeper teachers export as an ONNX Loop over blocks
 
 
 class GateError(CrlDistillError):
@@ -98,9 +99,13 @@ def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
     cfg, a = t.config.actor, t.env.action_size
     net = t.params["actor"]["params"]["net"]
 
+    # nn.scan cannot trace a symbolic batch; the reference forward is the same function.
+    # Deep nets go through one lax.scan (an ONNX Loop): export time and file structure stay
+    # constant in depth; shallow ones are unrolled into a flat graph that runs faster.
+    scan = cfg.depth > DEEP_EXPORT_DEPTH
+
     def policy(obs):
-        # nn.scan cannot trace a symbolic batch; the unrolled forward is the same function.
-        return jnp.tanh(apply_unrolled(cfg, net, obs)[..., :a])
+        return jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)[..., :a])
 
     if not traceable:  # evaluation: the scan-built network compiles in constant time
         policy = t.policy_fn()

@@ -114,8 +114,13 @@ def param_count(cfg: NetConfig, in_dim: int, out_dim: int) -> int:
     return (in_dim * w + w + ln) + hidden + (w * out_dim + out_dim)
 
 
-def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array) -> jax.Array:
-    """Reference forward pass that loops over blocks in Python (tests and export only)."""
+def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array, scan: bool = False) -> jax.Array:
+    """Reference forward pass over the stacked block parameters, without flax's `nn.scan`.
+
+    `scan=False` loops over blocks in Python (tests; small ONNX graphs); `scan=True` runs one
+    `lax.scan`, which jax2onnx exports as a single ONNX Loop, so deep exports stay small and
+    fast. Both trace with a symbolic batch dimension, which `nn.scan` cannot.
+    """
     dtype = jnp.dtype(cfg.dtype)
     act = ACTIVATIONS[cfg.activation]
 
@@ -125,18 +130,24 @@ def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array) -> jax.Array:
     def norm(p, h):
         return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32).apply({"params": p}, h)
 
-    h = dense(params["input"], x)
-    if cfg.layer_norm:
-        h = norm(params["input_norm"], h)
-    h = act(h)
-    for b in range(cfg.depth // LAYERS_PER_BLOCK):
-        bp = jax.tree_util.tree_map(lambda a, b=b: a[b], params["blocks"])
+    def block(h, bp):
         g = h
         for i in range(LAYERS_PER_BLOCK):
             g = dense(bp[f"dense_{i}"], g)
             if cfg.layer_norm:
                 g = norm(bp[f"norm_{i}"], g)
             g = act(g)
-        h = h + g if cfg.residual else g
+        return (h + g if cfg.residual else g), None
+
+    h = dense(params["input"], x)
+    if cfg.layer_norm:
+        h = norm(params["input_norm"], h)
+    h = act(h)
+    n_blocks = cfg.depth // LAYERS_PER_BLOCK
+    if n_blocks and scan:
+        h, _ = jax.lax.scan(block, h, params["blocks"])
+    else:
+        for b in range(n_blocks):
+            h, _ = block(h, jax.tree_util.tree_map(lambda a, b=b: a[b], params["blocks"]))
     out = params["output"]
     return h.astype(jnp.float32) @ out["kernel"] + out["bias"]

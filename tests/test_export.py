@@ -190,3 +190,22 @@ def test_eval_matches_across_artifacts(exported, student_dir):
     assert a["success_any"] == b["success_any"] and a["time_at_goal"] == pytest.approx(
         b["time_at_goal"], abs=1e-6)
     assert jax.numpy.isfinite(a["final_dist"])
+
+
+def test_deep_teacher_exports_as_a_loop_and_matches(tmp_path):
+    """A depth-128 teacher exports through one ONNX Loop; onnxruntime matches JAX."""
+    import jax.numpy as jnp
+    from crl_distill.teacher.networks import apply_unrolled
+
+    t = fixed_teacher(depth=128, width=32)
+    net = t.params["actor"]["params"]["net"]
+    from jax2onnx import to_onnx
+
+    model = to_onnx(lambda o: jnp.tanh(apply_unrolled(t.config.actor, net, o, scan=True)[..., :2]),
+                    [("batch", 4)], input_names=["obs"], output_names=["action"])
+    assert "Loop" in {n.op_type for n in model.graph.node}
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    obs = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"obs": obs})[0], np.asarray(t.act(obs)), atol=1e-5)

@@ -71,8 +71,10 @@ def test_scan_network_equals_unrolled_reference(depth, ln, res, act):
     net = ResidualMLP(cfg, 3)
     x = jax.random.normal(jax.random.PRNGKey(2), (5, 7))
     params = net.init(jax.random.PRNGKey(3), x)
-    np.testing.assert_allclose(net.apply(params, x), apply_unrolled(cfg, params["params"], x),
-                               rtol=1e-5, atol=1e-5)
+    for scan in (False, True):
+        np.testing.assert_allclose(net.apply(params, x),
+                                   apply_unrolled(cfg, params["params"], x, scan=scan),
+                                   rtol=1e-5, atol=1e-5)
     n = sum(p.size for p in jax.tree_util.tree_leaves(params))
     assert n == param_count(cfg, 7, 3)
 

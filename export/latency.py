@@ -1,0 +1,236 @@
+"""Inference latency of students and teachers, ONNX and JAX, measured side by side in one run.
+
+Batch-1 latency is reported as p50 / p99 / max over many calls on one thread (the control-loop
+case); throughput as observations per second at batch 64 and 1024. For the JAX rows to be
+single-threaded, XLA_FLAGS must be set before JAX is imported (`single_thread_xla_flags`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def single_thread_xla_flags() -> None:
+    """Make JAX's CPU backend single-threaded; only effective before `import jax`."""
+    import os
+    import sys
+
+    if "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
+
+
+def time_calls(fn: Callable[[np.ndarray], Any], x: np.ndarray, n: int, warmup: int = 50) -> np.ndarray:
+    """Seconds per call for `n` calls of fn(x) after `warmup` calls."""
+    for _ in range(warmup):
+        fn(x)
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(x)
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def profile(name: str, fn_for_batch: Callable[[int], Callable[[np.ndarray], Any]], obs_size: int,
+            n_batch1: int = 3000, throughput_batches: tuple[int, ...] = (64, 1024),
+            budget_s: float = 5.0) -> dict[str, Any]:
+    """Latency percentiles at batch 1 and throughput at larger batches for one model."""
+    rng = np.random.default_rng(0)
+    fn1 = fn_for_batch(1)
+    x1 = rng.normal(size=(1, obs_size)).astype(np.float32)
+    probe = time_calls(fn1, x1, 5, warmup=3)  # slow models get fewer calls
+    n = int(max(20, min(n_batch1, budget_s / max(float(np.median(probe)), 1e-7))))
+    t = time_calls(fn1, x1, n, warmup=min(50, n))
+    row: dict[str, Any] = {"model": name, "calls": n, "p50_us": float(np.median(t) * 1e6),
+                           "p99_us": float(np.quantile(t, 0.99) * 1e6), "max_us": float(t.max() * 1e6)}
+    for b in throughput_batches:
+        fnb = fn_for_batch(b)
+        xb = rng.normal(size=(b, obs_size)).astype(np.float32)
+        probe = time_calls(fnb, xb, 2, warmup=2)
+        reps = int(max(3, min(200, budget_s / 2 / max(float(np.median(probe)), 1e-7))))
+        tb = time_calls(fnb, xb, reps, warmup=2)
+        row[f"throughput_b{b}"] = float(b / np.median(tb))
+    return row
+
+
+def onnx_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]]:
+    """The deployed path: OnnxPolicy.act (validation included), one intra-op thread."""
+    from crl_distill.runtime import OnnxPolicy
+
+    policy = OnnxPolicy(path)
+    return lambda _b: policy.act
+
+
+def onnx_raw_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]]:
+    """onnxruntime's session.run alone (no input checks), one intra-op thread."""
+    from crl_distill.runtime import OnnxPolicy
+
+    sess = OnnxPolicy(path).session
+    return lambda _b: (lambda x: sess.run(None, {"obs": x}))
+
+
+def jax_runner(policy: Callable) -> Callable[[int], Callable[[np.ndarray], Any]]:
+    """A jitted JAX policy; the result is waited for (block_until_ready)."""
+    import jax
+
+    f = jax.jit(policy)
+    return lambda _b: (lambda x: f(x).block_until_ready())
+
+
+def random_teacher_policy(env_name: str, depth: int, width: int = 256) -> Callable:
+    """A teacher actor of the given depth with random weights (latency depends on shape only)."""
+    import jax
+    import jax.numpy as jnp
+    from crl_distill.envs import make
+    from crl_distill.teacher.crl import Actor
+    from crl_distill.teacher.networks import NetConfig
+
+    env = make(env_name)
+    actor = Actor(NetConfig(depth, width), env.action_size)
+    params = actor.init(jax.random.PRNGKey(0), jnp.zeros((1, env.observation_size)))
+    return lambda obs: jnp.tanh(actor.apply(params, obs)[0])
+
+
+def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 256) -> Path:
+    """ONNX file of a random-weight teacher actor, traced through the unrolled forward."""
+    import jax
+    import jax.numpy as jnp
+    from crl_distill.envs import make
+    from crl_distill.teacher.crl import Actor
+    from crl_distill.teacher.networks import NetConfig, apply_unrolled
+    from jax2onnx import to_onnx
+
+    from crl_distill.fileio import atomic_write_bytes
+
+    env = make(env_name)
+    cfg = NetConfig(depth, width)
+    params = Actor(cfg, env.action_size).init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, env.observation_size)))
+    net = params["params"]["net"]
+    model = to_onnx(lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=depth > 64)
+                                         [..., :env.action_size]),
+                    [("batch", env.observation_size)], input_names=["obs"],
+                    output_names=["action"])
+    atomic_write_bytes(path, model.SerializeToString())
+    return path
+
+
+def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path | None = None,
+                          deep_depth: int = 1000, onnx_deep: bool = True,
+                          work_dir: str | Path | None = None, budget_s: float = 4.0,
+                          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every model of the latency table, measured in this one process.
+
+    student_source: an exported student .onnx, or a student dir/file (exported here first).
+    teacher_source: the teacher run (default: the one the student was distilled from, if found).
+    """
+    import tempfile
+
+    from crl_distill.export.onnx_export import export, resolve
+
+    from crl_distill.runtime import read_metadata
+
+    work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
+    src = Path(student_source)
+    if src.suffix == ".onnx":
+        student_onnx = src
+        meta = read_metadata(src)
+        student_jax = resolve(meta["source"]) if Path(meta.get("source", "")).exists() else None
+    else:
+        student_jax = resolve(src)
+        student_onnx = export(src, out=work / "student.onnx", episodes=16).path
+        meta = read_metadata(student_onnx)
+    env_name, obs_size = meta["env"], int(meta["observation_size"])
+    if teacher_source is None and meta.get("teacher_source"):
+        candidate = Path(meta["teacher_source"])
+        teacher_source = candidate if candidate.exists() else None
+    rows = []
+
+    def add(name: str, runner: Callable, **extra: Any) -> None:
+        log(f"measuring {name} ...")
+        rows.append({**profile(name, runner, obs_size, budget_s=budget_s), **extra})
+
+    add(f"onnx student {meta['name']} (OnnxPolicy.act)", onnx_runner(student_onnx), kind="onnx",
+        role="student")
+    add(f"onnx student {meta['name']} (session.run)", onnx_raw_runner(student_onnx), kind="onnx",
+        role="student")
+    if student_jax is not None:
+        add(f"jax student {meta['name']}", jax_runner(student_jax.policy), kind="jax",
+            role="student")
+    if teacher_source is not None:
+        t_eval = resolve(teacher_source, traceable=False)
+        add(f"jax {t_eval.name}", jax_runner(t_eval.policy), kind="jax", role="teacher")
+        t_onnx = export(teacher_source, out=work / "teacher.onnx", episodes=16).path
+        add(f"onnx {t_eval.name}", onnx_runner(t_onnx), kind="onnx", role="teacher")
+    add(f"jax teacher-d{deep_depth} (random weights)",
+        jax_runner(random_teacher_policy(env_name, deep_depth)), kind="jax", role="deep_teacher")
+    if onnx_deep:
+        log(f"exporting a depth-{deep_depth} teacher to ONNX ...")
+        deep = _export_random_teacher(env_name, deep_depth, work / f"teacher-d{deep_depth}.onnx")
+        add(f"onnx teacher-d{deep_depth} (random weights)", onnx_runner(deep), kind="onnx",
+            role="deep_teacher")
+    student = rows[0]
+    deep_jax = next(r for r in rows if r["role"] == "deep_teacher" and r["kind"] == "jax")
+    summary = {
+        "onnx_student_p50_us": student["p50_us"], "onnx_student_p99_us": student["p99_us"],
+        "target_p50_us": 30.0, "target_p99_us": 100.0,
+        "p50_target_met": student["p50_us"] <= 30.0, "p99_target_met": student["p99_us"] <= 100.0,
+        f"jax_teacher_d{deep_depth}_over_onnx_student_p50": deep_jax["p50_us"] / student["p50_us"],
+        "speedup_target": 100.0,
+    }
+    summary["speedup_target_met"] = summary[
+        f"jax_teacher_d{deep_depth}_over_onnx_student_p50"] >= 100.0
+    return {"env": env_name, "student_onnx": str(student_onnx), "rows": rows, "summary": summary}
+
+
+def print_latency_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"inference latency on {result['env']} (batch 1, one thread)")
+    for col in ("model", "p50 us", "p99 us", "max us", "obs/s @64", "obs/s @1024"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for r in result["rows"]:
+        table.add_row(r["model"], f"{r['p50_us']:,.1f}", f"{r['p99_us']:,.1f}",
+                      f"{r['max_us']:,.0f}", f"{r['throughput_b64']:,.0f}",
+                      f"{r['throughput_b1024']:,.0f}")
+    Console(width=120).print(table)
+    s = result["summary"]
+    ratio_key = next(k for k in s if k.endswith("_over_onnx_student_p50"))
+    Console(width=120).print(
+        f"ONNX student p50 {s['onnx_student_p50_us']:.1f} us (target <= 30: "
+        f"{'met' if s['p50_target_met'] else 'NOT met'}), p99 {s['onnx_student_p99_us']:.1f} us "
+        f"(target <= 100: {'met' if s['p99_target_met'] else 'NOT met'}); deep teacher / student "
+        f"p50 = {s[ratio_key]:,.0f}x (target >= 100: "
+        f"{'met' if s['speedup_target_met'] else 'NOT met'})", highlight=False)
+
+
+def plot_latency(result: dict[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    y = np.arange(len(rows))
+    p50 = [r["p50_us"] for r in rows]
+    p99 = [r["p99_us"] for r in rows]
+    ax.barh(y, p50, color=["C0" if r["kind"] == "onnx" else "C1" for r in rows])
+    ax.errorbar(p99, y, fmt="k|", markersize=12, label="p99")
+    ax.set_yticks(y, [r["model"] for r in rows], fontsize=8)
+    ax.set(xscale="log", xlabel="batch-1 latency (us, log scale; bar = p50, tick = p99)",
+           title=f"{result['env']}: ONNX (blue) vs JAX (orange), one thread")
+    ax.axvline(30, color="C3", ls=":", lw=0.8)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
