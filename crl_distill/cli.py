@@ -140,7 +140,8 @@ def teacher(
 
 @app.command()
 def student(
-    from_: Annotated[Path, typer.Option("--from", help="Teacher run directory or checkpoint.")],
+    from_: Annotated[Path, typer.Option(
+        "--from", help="Teacher run directory, checkpoint, or reference .pkl (needs --env).")],
     students: Annotated[str, typer.Option(help="Comma-separated DEPTHxWIDTH specs.")] = "2x64,2x256",
     out: Annotated[Path | None, typer.Option(help="Output dir [TEACHER_RUN/students].")] = None,
     env: Annotated[str | None, typer.Option(help="Must match the teacher's env if given.")] = None,
@@ -247,6 +248,35 @@ def eval_(
     for k in ("success_any", "time_at_goal", "final_dist"):
         table.add_row(k, f"{r[k]:.3f}", f"± {r[k + '_ci95']:.3f}")
     console.print(table)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="Reference checkpoint (.pkl).")],
+    env: Annotated[str, typer.Option(help="Environment the checkpoint was trained on.")],
+    out: Annotated[Path, typer.Option(help="Teacher run directory to create.")],
+    format: Annotated[str, typer.Option(help="auto | scaling-crl | jaxgcrl.")] = "auto",
+    skip_connections: Annotated[int, typer.Option(
+        help="JaxGCRL skip frequency (not stored in its params; JaxGCRL's default 4; 0 = none)."
+    )] = 4,
+    activation: Annotated[str, typer.Option(help="swish | relu (not stored in params).")] = "swish",
+    energy: Annotated[str, typer.Option(help="Critic energy the checkpoint used.")] = "l2",
+) -> None:
+    """Convert a scaling-crl / JaxGCRL pickle into a crl-distill teacher (no retraining).
+
+    The pickle is read with an allow-list unpickler that refuses anything but dicts, tuples,
+    numpy/jax arrays and FrozenDicts. Depth, width and LayerNorm are read from the tree.
+    """
+    from crl_distill.teacher.reference_import import import_reference
+
+    run = import_reference(path, env, out, fmt=format, skip_connections=skip_connections,
+                           activation=activation, energy=energy)
+    from crl_distill.teacher import load_teacher
+
+    t = load_teacher(run)
+    console.print(f"imported [bold]{path}[/] -> {run}: actor depth {t.config.actor.depth}, "
+                  f"critic depth {t.config.critic.depth}, width {t.config.critic.width}, "
+                  f"layer norm {t.config.critic.layer_norm}", highlight=False)
 
 
 @app.command()

@@ -44,7 +44,23 @@ class DistillResult:
 
 
 def resolve_teacher(source: str | Path | Teacher, env: str | None = None) -> Teacher:
-    """A Teacher from a run dir / checkpoint / Teacher; `env`, when given, must match."""
+    """A Teacher from a run dir / checkpoint / reference .pkl / Teacher.
+
+    `env`, when given, must match the teacher's; a reference .pkl needs it (the pickle does
+    not say which env it was trained on) and is converted on the fly.
+    """
+    if isinstance(source, str | Path) and Path(source).suffix == ".pkl":
+        import tempfile
+
+        from crl_distill.teacher.reference_import import import_reference
+
+        if env is None:
+            raise CrlDistillError(f"{source}: a reference .pkl needs --env (it does not record "
+                                  f"its environment)")
+        run = import_reference(source, env, Path(tempfile.mkdtemp(prefix="crl-import-")) / "run")
+        teacher = load_teacher(run)
+        teacher.source = Path(source)
+        return teacher
     teacher = source if isinstance(source, Teacher) else load_teacher(source)
     if env is not None and env != teacher.config.env:
         raise CrlDistillError(f"env mismatch: the teacher was trained on {teacher.config.env!r}, "
@@ -54,6 +70,8 @@ def resolve_teacher(source: str | Path | Teacher, env: str | None = None) -> Tea
 
 def default_out_dir(teacher: Teacher) -> Path:
     src = teacher.source
+    if src.suffix == ".pkl":
+        return src.parent / f"{src.stem}-students"
     run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
     return run_dir / "students"
 

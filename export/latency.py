@@ -114,10 +114,13 @@ def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 2
     params = Actor(cfg, env.action_size).init(jax.random.PRNGKey(0),
                                                jnp.zeros((1, env.observation_size)))
     net = params["params"]["net"]
-    model = to_onnx(lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=depth > 64)
+    from crl_distill.export.onnx_export import DEEP_EXPORT_DEPTH
+
+    scan = depth > DEEP_EXPORT_DEPTH
+    model = to_onnx(lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)
                                          [..., :env.action_size]),
                     [("batch", env.observation_size)], input_names=["obs"],
-                    output_names=["action"])
+                    output_names=["action"], normalization_mode="prefer_native")
     atomic_write_bytes(path, model.SerializeToString())
     return path
 

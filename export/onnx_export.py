@@ -38,7 +38,10 @@ POLICY_FORMAT = "crl-distill-policy"
 BATCH_SIZES = (1, 2, 7, 64)
 TOLERANCE = 1e-5
 GOLDEN_PAIRS = 4
-DEEP_EXPORT_DEPTH = 64  # deeper teachers export as an ONNX Loop over blocks
+# Deeper teachers export as one ONNX Loop over blocks. Up to here the graph is unrolled: with
+# native LayerNormalization it runs ~3x faster in onnxruntime (depth 1000: 28 vs 96 ms at batch
+# 1) at the cost of a longer export (65 vs 12 s).
+DEEP_EXPORT_DEPTH = 1024
 
 
 class GateError(CrlDistillError):
@@ -100,8 +103,6 @@ def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
     net = t.params["actor"]["params"]["net"]
 
     # nn.scan cannot trace a symbolic batch; the reference forward is the same function.
-    # Deep nets go through one lax.scan (an ONNX Loop): export time and file structure stay
-    # constant in depth; shallow ones are unrolled into a flat graph that runs faster.
     scan = cfg.depth > DEEP_EXPORT_DEPTH
 
     def policy(obs):
@@ -171,7 +172,8 @@ def trace_policy(ex: Exportable):
     from jax2onnx import to_onnx
 
     return to_onnx(ex.policy, [("batch", ex.env.observation_size)], input_names=["obs"],
-                   output_names=["action"], model_name=f"crl_distill_{ex.kind}_{ex.name}")
+                   output_names=["action"], model_name=f"crl_distill_{ex.kind}_{ex.name}",
+                   normalization_mode="prefer_native")
 
 
 def trace_critic(ex: Exportable):
@@ -182,7 +184,8 @@ def trace_critic(ex: Exportable):
     return to_onnx(ex.critic, [("batch", env.state_size + env.action_size),
                                ("batch", env.goal_size)],
                    input_names=["state_action", "goal"], output_names=["phi", "psi"],
-                   model_name=f"crl_distill_{ex.kind}_{ex.name}_critic")
+                   model_name=f"crl_distill_{ex.kind}_{ex.name}_critic",
+                   normalization_mode="prefer_native")
 
 
 def set_metadata(model: Any, meta: dict[str, Any]) -> None:

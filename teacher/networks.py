@@ -27,13 +27,16 @@ ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 class NetConfig:
     """Architecture of one residual MLP.
 
-    depth:      Dense layers inside residual blocks; a multiple of 4 (0 = input and output only).
+    depth:      Dense layers inside residual blocks; a multiple of `layers_per_block`
+                (0 = input and output only).
     width:      hidden width.
     layer_norm: LayerNorm after every hidden Dense (paper ablation: off).
     residual:   skip connection around every block of 4 (paper ablation: off).
     activation: "swish" (paper) or "relu" (ablation).
     dtype:      compute dtype, "float32" or "bfloat16"; parameters always stay float32.
     remat:      rematerialise each block in the backward pass (less memory, ~1/3 more compute).
+    layers_per_block: Dense layers between skips; the paper uses 4 (other values exist only to
+                load JaxGCRL networks with another skip frequency).
     """
 
     depth: int = 4
@@ -43,10 +46,14 @@ class NetConfig:
     activation: str = "swish"
     dtype: str = "float32"
     remat: bool = False
+    layers_per_block: int = LAYERS_PER_BLOCK
 
     def __post_init__(self) -> None:
-        if self.depth < 0 or self.depth % LAYERS_PER_BLOCK:
-            raise CrlDistillError(f"depth must be a non-negative multiple of 4, got {self.depth}")
+        if self.layers_per_block < 1:
+            raise CrlDistillError(f"layers_per_block must be >= 1, got {self.layers_per_block}")
+        if self.depth < 0 or self.depth % self.layers_per_block:
+            raise CrlDistillError(f"depth must be a non-negative multiple of "
+                                  f"{self.layers_per_block}, got {self.depth}")
         if self.width < 1:
             raise CrlDistillError(f"width must be positive, got {self.width}")
         if self.activation not in ACTIVATIONS:
@@ -63,7 +70,7 @@ def _dense(features: int, dtype: Any, name: str | None = None) -> nn.Dense:
 
 
 class _Block(nn.Module):
-    """4 x (Dense -> LayerNorm -> act) with an optional skip; a scan body (carry, None)."""
+    """layers_per_block x (Dense -> LayerNorm -> act) with an optional skip; a scan body."""
 
     cfg: NetConfig
 
@@ -72,7 +79,7 @@ class _Block(nn.Module):
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         act = ACTIVATIONS[cfg.activation]
         h = x
-        for i in range(LAYERS_PER_BLOCK):
+        for i in range(cfg.layers_per_block):
             h = _dense(cfg.width, dtype, name=f"dense_{i}")(h)
             if cfg.layer_norm:
                 h = nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name=f"norm_{i}")(h)
@@ -94,7 +101,7 @@ class ResidualMLP(nn.Module):
         if cfg.layer_norm:
             h = nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name="input_norm")(h)
         h = act(h)
-        n_blocks = cfg.depth // LAYERS_PER_BLOCK
+        n_blocks = cfg.depth // cfg.layers_per_block
         if n_blocks:
             block = nn.remat(_Block, prevent_cse=False) if cfg.remat else _Block
             blocks = nn.scan(
@@ -132,7 +139,7 @@ def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array, scan: bool = False
 
     def block(h, bp):
         g = h
-        for i in range(LAYERS_PER_BLOCK):
+        for i in range(cfg.layers_per_block):
             g = dense(bp[f"dense_{i}"], g)
             if cfg.layer_norm:
                 g = norm(bp[f"norm_{i}"], g)
@@ -143,7 +150,7 @@ def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array, scan: bool = False
     if cfg.layer_norm:
         h = norm(params["input_norm"], h)
     h = act(h)
-    n_blocks = cfg.depth // LAYERS_PER_BLOCK
+    n_blocks = cfg.depth // cfg.layers_per_block
     if n_blocks and scan:
         h, _ = jax.lax.scan(block, h, params["blocks"])
     else:
