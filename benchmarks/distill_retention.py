@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/distill_retention.json")
     args = p.parse_args()
     from _common import machine_info, write_json
+
     from crl_distill.distill import DistillConfig, distill
     from crl_distill.teacher import configure, train_teacher
 

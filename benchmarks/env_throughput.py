@@ -18,6 +18,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_info, write_json  # noqa: E402
+
 from crl_distill.envs import make, names  # noqa: E402
 
 

@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/latency.json")
     args = p.parse_args()
     from _common import machine_info, write_json
+
     from crl_distill.export.latency import plot_latency, print_latency_table, run_latency_benchmark
 
     result = run_latency_benchmark(args.student, args.teacher, deep_depth=args.deep_depth,

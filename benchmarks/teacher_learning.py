@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--out-dir", default="benchmarks/results")
     args = p.parse_args()
     from _common import machine_info, write_json
+
     from crl_distill.teacher import configure, train_teacher
 
     cfg = configure(args.env, depth=args.depth, seed=args.seed, epochs=args.epochs)

@@ -324,3 +324,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["app", "main"]
+
+
+if __name__ == "__main__":
+    main()

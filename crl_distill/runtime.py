@@ -22,6 +22,10 @@ from crl_distill.errors import CrlDistillError
 METADATA_PREFIX = "crl_distill."
 
 
+REQUIRED_METADATA = ("observation_size", "state_size", "action_size", "action_bounds", "env",
+                     "control_period", "params_sha256")
+
+
 class PolicyError(CrlDistillError):
     """The policy cannot produce a safe action; the base of every runtime error."""
 
@@ -102,9 +106,13 @@ class OnnxPolicy:
         if "CUDAExecutionProvider" not in self.session.get_providers() and device != "cpu":
             self.fallback_reason = self.fallback_reason or "CUDA provider not active"
         self.metadata = _decode(self.session.get_modelmeta().custom_metadata_map)
-        if "format" not in self.metadata:
+        if self.metadata.get("format") != "crl-distill-policy":
             raise CrlDistillError(f"{self.path}: not a crl-distill policy (no crl_distill.* "
-                                  f"metadata)")
+                                  f"policy metadata)")
+        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
+        if missing:
+            raise CrlDistillError(f"{self.path}: incomplete crl-distill metadata (missing "
+                                  f"{', '.join(missing)}; is the file damaged?)")
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "obs":
             raise CrlDistillError(f"{self.path}: expected one input named 'obs'")
@@ -133,9 +141,12 @@ class OnnxPolicy:
         if a.ndim not in (1, 2) or a.shape[-1] != size or (a.ndim == 2 and a.shape[0] == 0):
             raise PolicyInputError(f"{what} has shape {list(a.shape)}, expected [{size}] or "
                                    f"[batch, {size}]")
-        a = a.astype(np.float32, copy=False)
         if not np.isfinite(a).all():
             raise PolicyInputError(f"{what} contains NaN or inf")
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            raise PolicyInputError(f"{what} has values outside the float32 range")
         return a
 
     def act(self, obs: Any = None, *, state: Any = None, goal: Any = None) -> np.ndarray:

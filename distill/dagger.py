@@ -21,12 +21,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from crl_distill.envs.base import GoalEnv, auto_reset
-from crl_distill.student.model import StudentConfig, init_student, make_student
-from crl_distill.teacher.crl import energy_matrix
 from flax import struct
 
+from crl_distill.envs.base import GoalEnv, auto_reset
 from crl_distill.errors import CrlDistillError
+from crl_distill.student.model import StudentConfig, init_student, make_student
+from crl_distill.teacher.crl import energy_matrix
 
 ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
 MODES = ("dagger", "offline")

@@ -18,20 +18,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from crl_distill import __version__
+from crl_distill.checkpoint import load_pytree, save_pytree
+from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import evaluate
+from crl_distill.fileio import atomic_write, atomic_write_json
 from crl_distill.student.model import (
     StudentConfig,
     count_params,
+    load_student,
     parse_students,
     policy_flops,
     save_student,
 )
 from crl_distill.teacher.networks import param_count
 from crl_distill.teacher.train import Teacher, load_teacher
-
-from crl_distill import __version__
-from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import evaluate
-from crl_distill.fileio import atomic_write, atomic_write_json
 
 from .dagger import DistillConfig, Distiller
 
@@ -115,16 +117,36 @@ def heldout_metrics(distiller: Distiller, teacher: Teacher, params: dict, seed: 
     return out
 
 
+PROGRESS_FORMAT = "crl-distill-distill-progress"
+
+
 def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
-                  log: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
-    """Run the data/SGD loop for one student; returns its params and per-iteration logs."""
+                  log: Callable[[dict], None] | None = None,
+                  progress_path: Path | None = None) -> tuple[dict, list[dict]]:
+    """Run the data/SGD loop for one student; returns its params and per-iteration logs.
+
+    With `progress_path`, the whole loop state (dataset, params, optimiser, envs, key) is
+    checkpointed after every iteration and a rerun continues from it, so a kill loses at most
+    one iteration.
+    """
     dist = Distiller(teacher, scfg, dcfg)
     init = jax.jit(dist.init)
     collect = jax.jit(dist.collect)
     train = jax.jit(dist.train, donate_argnums=0)
-    st = init(jax.random.PRNGKey(dcfg.seed))
-    history = []
-    for it in range(dcfg.iterations):
+    key = jax.random.PRNGKey(dcfg.seed)
+    identity = {"student": dataclasses.asdict(scfg), "distill": dataclasses.asdict(dcfg),
+                "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}
+    st, history, start = None, [], 0
+    if progress_path is not None and progress_path.is_file():
+        try:
+            restored, meta = load_pytree(progress_path, jax.eval_shape(init, key), PROGRESS_FORMAT)
+            if meta.get("identity") == identity:
+                st, history, start = restored, meta["history"], int(meta["iteration"])
+        except CrlDistillError:
+            pass  # unreadable progress (e.g. killed mid-write of an older format): start over
+    if st is None:
+        st = init(key)
+    for it in range(start, dcfg.iterations):
         beta = dcfg.beta(it)
         st, teacher_frac = collect(teacher.params, st, jnp.float32(beta))
         st, m = train(st)
@@ -134,6 +156,9 @@ def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
         if not np.isfinite(row["loss/total"]):
             raise CrlDistillError(f"student {scfg.name}: non-finite loss at DAgger iteration {it}")
         history.append(row)
+        if progress_path is not None:
+            save_pytree(progress_path, st, {"format": PROGRESS_FORMAT, "iteration": it + 1,
+                                            "history": history, "identity": identity})
         if log:
             log(row)
     return jax.device_get(st.params), history
@@ -189,12 +214,20 @@ def distill(
         "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})
     rows, paths = [], {}
     for scfg in specs:
-        console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
-        params, history = train_student(
-            t, scfg, dcfg, log=lambda r, n=scfg.name: console(
-                f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
-                f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} "
-                f"action loss {r['loss/action']:.4f}"))
+        final = out_dir / f"student-{scfg.name}.npz"
+        done = _finished_student(final, scfg, dcfg, t)
+        if done is not None:
+            console(f"student {scfg.name}: already trained with these settings, reusing {final}")
+            params, history = done
+        else:
+            console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
+            progress_path = out_dir / ".progress" / f"student-{scfg.name}.npz"
+            params, history = train_student(
+                t, scfg, dcfg, progress_path=progress_path,
+                log=lambda r, n=scfg.name: console(
+                    f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
+                    f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} "
+                    f"action loss {r['loss/action']:.4f}"))
         ev = evaluate(tenv, _student_policy(scfg, tenv, params), dcfg.eval_episodes, dcfg.seed)
         dist = Distiller(t, scfg, dcfg)
         actor_params = count_params(params["policy"])
@@ -213,9 +246,10 @@ def distill(
             "latency_batch1": latency_us(pfn, jnp.zeros((1, tenv.observation_size))),
             "history": history,
         }
-        path = save_student(out_dir / f"student-{scfg.name}.npz", scfg, params,
-                            {**info_common, "summary": {k: v for k, v in row.items()
-                                                        if k != "history"}})
+        path = save_student(final, scfg, params,
+                            {**info_common, "history": history,
+                             "summary": {k: v for k, v in row.items() if k != "history"}})
+        (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
         paths[scfg.name] = path
         rows.append(row)
     report = {"env": t.config.env, "mode": dcfg.mode, "teacher": teacher_row, "students": rows,
@@ -229,6 +263,21 @@ def distill(
     if progress:
         print_table(report)
     return DistillResult(out_dir=out_dir, report=report, student_paths=paths)
+
+
+def _finished_student(path: Path, scfg: StudentConfig, dcfg: DistillConfig,
+                      t: Teacher) -> tuple[dict, list[dict]] | None:
+    """(params, history) of a student file written by the same settings, else None."""
+    if not path.is_file():
+        return None
+    try:
+        s = load_student(path)
+    except CrlDistillError:
+        return None  # damaged: retrain and overwrite atomically
+    same = (s.config == scfg and s.meta.get("distill") == dataclasses.asdict(dcfg)
+            and s.meta.get("teacher_source") == str(t.source)
+            and s.meta.get("teacher_epoch") == t.epoch)
+    return (jax.device_get(s.params), s.meta.get("history", [])) if same else None
 
 
 def _student_policy(scfg: StudentConfig, env: Any, params: dict):

@@ -88,6 +88,7 @@ def random_teacher_policy(env_name: str, depth: int, width: int = 256) -> Callab
     """A teacher actor of the given depth with random weights (latency depends on shape only)."""
     import jax
     import jax.numpy as jnp
+
     from crl_distill.envs import make
     from crl_distill.teacher.crl import Actor
     from crl_distill.teacher.networks import NetConfig
@@ -102,12 +103,12 @@ def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 2
     """ONNX file of a random-weight teacher actor, traced through the unrolled forward."""
     import jax
     import jax.numpy as jnp
-    from crl_distill.envs import make
-    from crl_distill.teacher.crl import Actor
-    from crl_distill.teacher.networks import NetConfig, apply_unrolled
     from jax2onnx import to_onnx
 
+    from crl_distill.envs import make
     from crl_distill.fileio import atomic_write_bytes
+    from crl_distill.teacher.crl import Actor
+    from crl_distill.teacher.networks import NetConfig, apply_unrolled
 
     env = make(env_name)
     cfg = NetConfig(depth, width)
@@ -137,15 +138,16 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
     import tempfile
 
     from crl_distill.export.onnx_export import export, resolve
-
     from crl_distill.runtime import read_metadata
 
     work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
     src = Path(student_source)
     if src.suffix == ".onnx":
+        from crl_distill.runtime import OnnxPolicy
+
         student_onnx = src
-        meta = read_metadata(src)
-        student_jax = resolve(meta["source"]) if Path(meta.get("source", "")).exists() else None
+        meta = OnnxPolicy(src).metadata  # validates the file and its metadata
+        student_jax = resolve(meta["source"]) if Path(meta.get("source", "")).is_file() else None
     else:
         student_jax = resolve(src)
         student_onnx = export(src, out=work / "student.onnx", episodes=16).path

@@ -25,10 +25,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from crl_distill.envs import GoalEnv, make
 
 from crl_distill import __version__
 from crl_distill.checkpoint import peek_format
+from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
 from crl_distill.fileio import atomic_write_bytes, atomic_write_json

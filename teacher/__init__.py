@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from crl_distill.errors import CrlDistillError
 from crl_distill.teacher.crl import TeacherConfig, preset
 from crl_distill.teacher.networks import NetConfig
 from crl_distill.teacher.train import Teacher, load_teacher, train_teacher
-
-from crl_distill.errors import CrlDistillError
 
 
 def configure(

@@ -23,13 +23,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
-from crl_distill.teacher.networks import NetConfig, ResidualMLP
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
 from crl_distill.errors import CrlDistillError
+from crl_distill.teacher.networks import NetConfig, ResidualMLP
 
 ENERGIES = ("l2", "dot", "cosine")
 CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")

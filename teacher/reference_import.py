@@ -227,12 +227,12 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
                      energy: str = "l2") -> Path:
     """Convert a reference .pkl into a crl-distill teacher run directory at `out`."""
     import jax
-    from crl_distill.envs import make
-    from crl_distill.teacher.crl import CRL, Carry, TeacherConfig
-    from crl_distill.teacher.train import CHECKPOINT_FORMAT, package_versions
 
     from crl_distill.checkpoint import save_pytree
+    from crl_distill.envs import make
     from crl_distill.fileio import atomic_write_json
+    from crl_distill.teacher.crl import CRL, Carry, TeacherConfig
+    from crl_distill.teacher.train import CHECKPOINT_FORMAT, package_versions
 
     if fmt not in FORMATS:
         raise CrlDistillError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -1,7 +1,8 @@
 """Running a teacher: run directory, epochs, evaluation, checkpoints, resume, and the loader.
 
     run_dir/config.json        every setting, env facts, package versions
-    run_dir/metrics.jsonl      one line per epoch
+    run_dir/metrics.jsonl      one line per epoch (deterministic: same seed, same bytes on CPU)
+    run_dir/timing.jsonl       wall-clock seconds and SPS per epoch
     run_dir/checkpoints/       epoch-NNNNNN.npz (the whole training carry; last two kept)
     run_dir/learning_curve.png at the end
 """
@@ -19,14 +20,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from crl_distill.envs import GoalEnv, make
-from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
-from crl_distill.teacher.networks import param_count
 
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
+from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
+from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
+from crl_distill.teacher.networks import param_count
 
 CHECKPOINT_FORMAT = "crl-distill-teacher"
 KEEP_CHECKPOINTS = 2
@@ -111,13 +112,13 @@ def train_teacher(
     start_epoch, rows = 0, []
     if resume and _checkpoints(run_dir):
         carry, start_epoch = _load_latest(run_dir, jax.eval_shape(crl.init, key), shardings)
-        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["epoch"] < start_epoch]
         # Rows past the checkpoint describe epochs that will be recomputed.
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        atomic_write(run_dir / "metrics.jsonl", lambda f, t=text: f.write(t), binary=False)
+        rows = _truncate_jsonl(run_dir / "metrics.jsonl", start_epoch)
+        _truncate_jsonl(run_dir / "timing.jsonl", start_epoch)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (run_dir / "timing.jsonl").unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", {
             "teacher": cfg.to_dict(),
             "env": env.describe(),
@@ -145,19 +146,28 @@ def train_teacher(
                 "epoch": epoch,
                 "env_steps": int(ts.env_steps),
                 "sgd_steps": int(ts.sgd_steps),
-                "seconds": seconds,
-                "sps": cfg.env_steps_per_epoch / seconds,
                 **{k: float(v) for k, v in m.items()},
                 **{f"eval/{k}": float(v) for k, v in ev.items()},
             }
+            timing = {"epoch": epoch, "seconds": seconds, "sps": cfg.env_steps_per_epoch / seconds}
+            # Checkpoint first: a kill between the two writes loses only a metrics line, which
+            # the resume rewrites from the checkpoint's epoch.
             _save(run_dir, carry, cfg, epoch + 1)
             append_jsonl(run_dir / "metrics.jsonl", row)
+            append_jsonl(run_dir / "timing.jsonl", timing)
             rows.append(row)
-            bar.update(row)
+            bar.update({**row, **timing})
             if on_epoch is not None:
-                on_epoch(row)
+                on_epoch({**row, **timing})
     plot_learning_curve(run_dir)
     return TrainResult(run_dir=run_dir, metrics=rows)
+
+
+def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
+    rows = [r for r in read_jsonl(path) if r.get("epoch", before_epoch) < before_epoch]
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    atomic_write(path, lambda f: f.write(text), binary=False)
+    return rows
 
 
 def _save(run_dir: Path, carry: Carry, cfg: TeacherConfig, epoch: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+
 from crl_distill.envs import make
 from crl_distill.teacher.crl import CRL, TeacherConfig
 from crl_distill.teacher.networks import NetConfig

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from crl_distill.distill import DistillConfig, Distiller, distill
 from crl_distill.distill.dagger import gaussian_kl, relational_kl
-from crl_distill.student import StudentConfig, load_student, parse_students
-
 from crl_distill.errors import CrlDistillError
+from crl_distill.student import StudentConfig, load_student, parse_students
 
 SMALL = dict(iterations=3, num_envs=16, steps_per_iter=25, sgd_steps_per_iter=150, batch_size=128,
              eval_episodes=32)

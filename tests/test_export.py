@@ -6,13 +6,13 @@ import jax
 import numpy as np
 import onnx
 import pytest
-from crl_distill.distill import DistillConfig, distill
-from crl_distill.export import GateError, export, resolve, run_gates
-from crl_distill.export.onnx_export import trace_policy
 from helpers import fixed_teacher
 from typer.testing import CliRunner
 
 from crl_distill.cli import app
+from crl_distill.distill import DistillConfig, distill
+from crl_distill.export import GateError, export, resolve, run_gates
+from crl_distill.export.onnx_export import trace_policy
 from crl_distill.runtime import OnnxPolicy, PolicyError, PolicyInputError, read_metadata
 
 
@@ -195,6 +195,7 @@ def test_eval_matches_across_artifacts(exported, student_dir):
 def test_deep_teacher_exports_as_a_loop_and_matches(tmp_path):
     """A depth-128 teacher exports through one ONNX Loop; onnxruntime matches JAX."""
     import jax.numpy as jnp
+
     from crl_distill.teacher.networks import apply_unrolled
 
     t = fixed_teacher(depth=128, width=32)

@@ -2,10 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from crl_distill.envs import make, names
 from crl_distill.envs.base import auto_reset
 from crl_distill.envs.mazes import LAYOUTS, free_cells, u_maze, wall_grid
-
 from crl_distill.errors import CrlDistillError
 
 POINT_MAZES = ["pointmaze_u", "pointmaze_big", "pointmaze_hardest"]

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from crl_distill.teacher import load_teacher
-from crl_distill.teacher.reference_import import import_reference, safe_load_pickle
 from flax.core import FrozenDict
 
 from crl_distill.errors import CrlDistillError
+from crl_distill.teacher import load_teacher
+from crl_distill.teacher.reference_import import import_reference, safe_load_pickle
 
 STATE, GOAL, ACTION, WIDTH, REPR = 2, 2, 2, 16, 8  # pointmaze_u: obs 4, action 2
 

@@ -1,0 +1,3 @@
+from crl_distill.cli import main
+
+main()
