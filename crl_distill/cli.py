@@ -250,6 +250,34 @@ def eval_(
     console.print(table)
 
 
+@app.command()
+def pipeline(
+    env: Annotated[str, typer.Option(help="Environment.")] = "pointmaze_u",
+    depth: Annotated[int, typer.Option(help="Teacher depth (multiple of 4).")] = 4,
+    out: Annotated[Path | None, typer.Option(help="Output dir [runs/pipeline-ENV-dDEPTH].")] = None,
+    students: Annotated[str, typer.Option(help="Student specs.")] = "2x64,2x256",
+    total_env_steps: Annotated[int | None, typer.Option(help="Teacher env steps.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Teacher epochs [preset].")] = None,
+    episodes: Annotated[int, typer.Option(help="Evaluation episodes.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
+) -> None:
+    """Teacher -> students -> ONNX export + parity gates -> latency, then one summary.
+
+    CPU defaults finish in minutes on 2 cores. Each stage is skipped when its output already
+    exists and is valid, so rerunning after an interruption continues where it stopped.
+    Writes summary.md, summary.png and summary.json into the output directory.
+    """
+    from crl_distill.pipeline import run_pipeline
+
+    overrides = {k: v for k, v in (("total_env_steps", total_env_steps), ("epochs", epochs))
+                 if v is not None}
+    res = run_pipeline(env=env, out=out, depth=depth, students=students,
+                       teacher_overrides=overrides, episodes=episodes, seed=seed,
+                       progress=progress)
+    console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
+
+
 @app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="Reference checkpoint (.pkl).")],

@@ -328,15 +328,20 @@ def plot_retention(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(report["students"], key=lambda r: r["actor_params"])
+    rows = sorted((r for r in report["students"] if np.isfinite(r["retention"])),
+                  key=lambda r: r["actor_params"])
     fig, ax = plt.subplots(figsize=(6, 3.8))
+    if not rows:  # the teacher never reached the goal: retention is undefined
+        ax.text(0.5, 0.5, "teacher success_any = 0: retention undefined", ha="center",
+                transform=ax.transAxes)
     ax.plot([r["actor_params"] for r in rows], [r["retention"] for r in rows], marker="o")
     for r in rows:
         ax.annotate(r["name"], (r["actor_params"], r["retention"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax.axhline(0.95, color="C3", lw=0.8, ls=":", label="95% target")
-    ax.set(xscale="log", xlabel="student actor parameters", ylabel="retention (success_any)",
+    ax.set(xscale="log" if rows else "linear", xlabel="student actor parameters",
+           ylabel="retention (success_any)",
            title=f"{report['env']}: retention vs student size "
                  f"(teacher {report['teacher']['actor_params']:,} params)")
     ax.legend(loc="lower right")

@@ -109,7 +109,7 @@ def preset(platform: str) -> dict[str, Any]:
     """Defaults that fit the machine: the paper's on GPU, a minutes-long run on CPU."""
     if platform == "cpu":
         return dict(num_envs=64, unroll_length=50, batch_size=256, updates_per_iter=40,
-                    iters_per_epoch=10, epochs=25, replay_capacity=2_000, prefill_steps=200,
+                    iters_per_epoch=10, epochs=15, replay_capacity=2_000, prefill_steps=200,
                     num_eval_envs=128, width=256)
     return dict(num_envs=512, unroll_length=62, batch_size=256, updates_per_iter=800,
                 iters_per_epoch=32, epochs=50, replay_capacity=10_000, prefill_steps=1_000,

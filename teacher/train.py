@@ -110,6 +110,8 @@ def train_teacher(
     evaluate = jax.jit(crl.evaluate)
 
     start_epoch, rows = 0, []
+    for stale in (run_dir / "checkpoints").glob(".*.tmp") if resume else ():
+        stale.unlink(missing_ok=True)  # left by a write that was killed; never a checkpoint
     if resume and _checkpoints(run_dir):
         carry, start_epoch = _load_latest(run_dir, jax.eval_shape(crl.init, key), shardings)
         # Rows past the checkpoint describe epochs that will be recomputed.

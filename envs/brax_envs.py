@@ -1,0 +1,590 @@
+"""Brax robots as goal-conditioned environments: reacher, ant, humanoid, and their mazes.
+
+Observation layouts, goal sampling, physics settings (spring pipeline, timesteps, sub-steps,
+gears) and episode lengths follow the public JaxGCRL / scaling-crl goal-conditioned suite
+(reimplemented here, not copied):
+
+=========  =====================================================================  ============
+env        state                                                                  goal
+=========  =====================================================================  ============
+reacher    cos(q0,q1), sin(q0,q1), fingertip x,y,z, fingertip velocity (10)        target x,y,z
+ant        15 qpos (torso x,y,z, quat, 8 joints) + 14 qvel (29)                   target x,y
+humanoid   24 qpos + 23 qvel + 11x10 com inertia + 11x6 com velocity + 23          target x,y,z
+           actuator torques (246)                                                 (z = 1.25)
+=========  =====================================================================  ============
+
+Goals: reacher, a uniform angle and a radius uniform in [0, 0.2]; ant, 10 m away in a uniform
+direction; humanoid, 1-5 m away (uniform distance, so not uniform over the annulus), z = 1.25;
+mazes, the centre of a free cell other than the start's.
+
+Robot models are read at run time from brax's own installed assets (`brax/envs/assets/*.xml`)
+and edited with ElementTree before `brax.io.mjcf.loads`; nothing is copied into this repo.
+Physics is built lazily, on the first reset/step (or `env.sys`), so the static attributes are
+available without importing brax at all.
+
+Mazes: one box per wall cell that a robot can reach, `wall_height` above the floor and
+`_WALL_DEPTH` below it. Walls collide with sphere geoms only (mjx's sphere-box test costs a
+fraction of its capsule-box one): the ant's torso and feet; the humanoid's head, hands, feet
+and massless proxy spheres around its trunk and knees. mjx's `max_geom_pairs` broad phase keeps
+only the nearest robot-wall pairs, so the cost per step does not grow with the maze.
+
+Deliberate differences from the reference suite:
+
+* Mazes use this project's layouts (`mazes.LAYOUTS`) and cell convention (cell (row i, col j)
+  covers x in [j, j+1) * cell, y in [i, i+1) * cell); start and goal are the centres of two
+  different, uniformly drawn free cells (the reference draws from hand-marked cell lists).
+* The humanoid has no "target" body, so the goal is not leaked into the state: the reference
+  state (268) also carries the target's two slide joints, its link and its joint torques.
+* Humanoid maze walls are 2 m high (reference: 1 m, which the humanoid can topple over), and
+  the ant's hip capsules do not collide with walls (its torso sphere keeps them off them).
+* The reacher's fingertip velocity is the true world-frame velocity of the fingertip point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import logging
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl_distill.envs.base import EnvState, GoalEnv
+from crl_distill.envs.mazes import LAYOUTS, free_cells, wall_grid
+
+_log = logging.getLogger(__name__)
+
+# mujoco.mjx's optional Warp backend announces its absence with print() on import; we drop that
+# notice when it is the harmless "not installed" case and pass on anything else.
+_WARP_NOTICE = re.compile(r"^Failed to import (warp|mujoco_warp): No module named '?warp")
+
+# Contact bits. A pair collides when contype(a) & conaffinity(b) or contype(b) & conaffinity(a).
+# The floor is contype 0 / conaffinity 1 and robot geoms that touch it have contype 1. Walls are
+# contype 2 / conaffinity 0 and the robot geoms chosen to hit walls get conaffinity bit 2 added,
+# so walls touch exactly those geoms and no new robot-robot or robot-floor pairs appear.
+_WALL_CONTYPE, _WALL_CONAFFINITY, _WALL_BIT = "2", "0", 2
+#: walls also reach this far below the floor: only the ant's feet touch the floor, so a flipped
+#: ant's torso can sink below it (by up to ~0.5 m), and must not slip under a wall there.
+_WALL_DEPTH = 1.0
+
+
+@functools.cache
+def _brax() -> Any:
+    """Import brax quietly (once) and return `brax.io.mjcf`; import errors propagate."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            import mujoco.mjx  # noqa: F401  (the module whose import prints the Warp notice)
+            from brax.io import mjcf
+    finally:
+        for line in buf.getvalue().splitlines():
+            if _WARP_NOTICE.match(line):
+                _log.debug("%s", line)
+            elif line.strip():
+                _log.warning("%s", line)
+    return mjcf
+
+
+def _asset(name: str) -> ET.Element:
+    """Parse `brax/envs/assets/<name>.xml` from the installed brax package."""
+    from importlib import resources
+
+    _brax()
+    return ET.fromstring((resources.files("brax") / "envs" / "assets" / f"{name}.xml").read_text())
+
+
+def _set_first_numeric(root: ET.Element, name: str, data: str) -> None:
+    """Make `<numeric name=... data=.../>` the first custom numeric of the model.
+
+    mjx (3.17) reads single-value numerics such as `max_geom_pairs` as `numeric_data[id]`, i.e.
+    by the numeric's index rather than its data address; the two agree only for the first one.
+    """
+    custom = root.find("custom")
+    if custom is None:
+        custom = ET.SubElement(root, "custom")
+    for el in custom.findall("numeric"):
+        if el.get("name") == name:
+            custom.remove(el)
+    custom.insert(0, ET.Element("numeric", name=name, data=data))
+
+
+def _geom_default(root: ET.Element, geom: ET.Element, attr: str) -> int:
+    """An int geom attribute: the geom's own, else the top-level <default>'s, else MuJoCo's (1)."""
+    if attr in geom.attrib:
+        return int(geom.get(attr))
+    default = root.find("default/geom")
+    return int(default.get(attr, 1)) if default is not None else 1
+
+
+def add_maze_walls(
+    root: ET.Element,
+    layout: tuple[str, ...],
+    cell_size: float,
+    wall_height: float,
+    wall_geoms: tuple[str, ...],
+    max_geom_pairs: int,
+    proxies: tuple[tuple[str, str, float], ...] = (),
+) -> int:
+    """Add one box per reachable wall cell to `root`'s worldbody; return the number of boxes.
+
+    wall_geoms: names of the robot's geoms that collide with walls. proxies: extra massless
+    collision spheres `(body name, pos in body frame, radius)` that stand in for a body part's
+    capsules against walls (sphere-box contacts cost a fraction of capsule-box ones); they are
+    named `wall_proxy_<body>` and always collide with walls.
+
+    Wall cells with no free cell among their 8 neighbours can never be touched and are left
+    out. `max_geom_pairs` makes mjx keep only the nearest robot-wall pairs (by bounding-sphere
+    distance) per geom-type group, so the contact cost does not grow with the maze's size.
+    """
+    walls = wall_grid(layout)
+    free = ~walls
+    worldbody = root.find("worldbody")
+    half = cell_size / 2
+    half_z = (wall_height + _WALL_DEPTH) / 2
+    mid_z = (wall_height - _WALL_DEPTH) / 2
+    n = 0
+    for i, j in np.argwhere(walls):
+        if not free[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].any():
+            continue
+        ET.SubElement(
+            worldbody,
+            "geom",
+            name=f"wall_{i}_{j}",
+            type="box",
+            pos=f"{(j + 0.5) * cell_size} {(i + 0.5) * cell_size} {mid_z}",
+            size=f"{half} {half} {half_z}",
+            contype=_WALL_CONTYPE,
+            conaffinity=_WALL_CONAFFINITY,
+            rgba="0.7 0.5 0.3 1",
+        )
+        n += 1
+    robot = worldbody.find("body")
+    bodies = {b.get("name"): b for b in robot.iter("body")}
+    for body, pos, radius in proxies:
+        ET.SubElement(
+            bodies[body],
+            "geom",
+            name=f"wall_proxy_{body}",
+            type="sphere",
+            pos=pos,
+            size=str(radius),
+            mass="0",
+            contype="0",
+            conaffinity=str(_WALL_BIT),
+            rgba="0 0 0 0",
+        )
+    found = set()
+    for geom in robot.iter("geom"):
+        if geom.get("name") in wall_geoms:
+            geom.set("conaffinity", str(_geom_default(root, geom, "conaffinity") | _WALL_BIT))
+            found.add(geom.get("name"))
+    if missing := set(wall_geoms) - found:
+        raise ValueError(f"robot has no geoms named {sorted(missing)}")
+    _set_first_numeric(root, "max_geom_pairs", str(max_geom_pairs))
+    return n
+
+
+class BraxGoalEnv(GoalEnv):
+    """A brax robot behind the GoalEnv API; subclasses describe the model and the observation.
+
+    The brax System is built on first use and cached on the instance (`env.sys`).
+    """
+
+    backend = "spring"
+    asset: str = ""
+    #: physics timestep (seconds) and sub-steps per env step: control_period = timestep * n_frames.
+    timestep: float = 0.005
+    n_frames: int = 10
+
+    # -- model ------------------------------------------------------------------------------
+    def model_xml(self) -> str:
+        """The MJCF handed to brax (the brax asset plus any edits)."""
+        root = _asset(self.asset)
+        self._edit_model(root)
+        return ET.tostring(root, encoding="unicode")
+
+    def _edit_model(self, root: ET.Element) -> None:
+        """Hook: edit the parsed asset in place (add walls, ...)."""
+
+    def _configure(self, sys: Any) -> Any:
+        """Hook: adjust the loaded System (timestep, gears)."""
+        return sys.tree_replace({"opt.timestep": self.timestep})
+
+    @functools.cached_property
+    def sys(self) -> Any:
+        mjcf = _brax()
+        # Build eagerly even when first touched inside jit/vmap tracing, so that the cached
+        # System holds concrete arrays, never tracers.
+        with jax.ensure_compile_time_eval(), warnings.catch_warnings():
+            # brax.io.mjcf warns on every load that brax itself is in maintenance mode.
+            warnings.filterwarnings("ignore", message="Brax System, pip", category=UserWarning)
+            sys = mjcf.loads(self.model_xml())
+            return self._configure(sys)
+
+    @functools.cached_property
+    def _pipeline(self) -> Any:
+        return importlib.import_module(f"brax.{self.backend}.pipeline")
+
+    def link_index(self, name: str) -> int:
+        return self.sys.link_names.index(name)
+
+    # -- physics ----------------------------------------------------------------------------
+    def _physics_init(self, q: jax.Array, qd: jax.Array) -> Any:
+        return self._pipeline.init(self.sys, q, qd)
+
+    def _physics_step(self, ps: Any, ctrl: jax.Array) -> Any:
+        def substep(s, _):
+            return self._pipeline.step(self.sys, s, ctrl), None
+
+        new, _ = jax.lax.scan(substep, ps, (), self.n_frames)
+        # A blown-up simulation (non-finite q/qd) keeps its last finite state instead, so the
+        # remaining steps of the episode, and the data trained on, stay finite.
+        ok = jnp.isfinite(new.q).all() & jnp.isfinite(new.qd).all()
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, ps)
+
+    # -- GoalEnv hooks ------------------------------------------------------------------------
+    def _observe(self, ps: Any, ctrl: jax.Array | None) -> jax.Array:
+        raise NotImplementedError
+
+    def _ctrl(self, action: jax.Array) -> jax.Array:
+        """Map an action in [-1, 1] to actuator controls."""
+        return action
+
+    def _finite(self, state_vec: jax.Array) -> jax.Array:
+        return jnp.nan_to_num(state_vec, nan=0.0, posinf=1e6, neginf=-1e6).astype(jnp.float32)
+
+    def state_at(self, q: jax.Array, qd: jax.Array, goal: jax.Array) -> EnvState:
+        """An episode start built by hand: joint positions `q`, velocities `qd` (the model's
+        q_size / qd_size) and a goal; jittable and vmappable (tests, demos, evaluation)."""
+        ps = self._physics_init(jnp.asarray(q, jnp.float32), jnp.asarray(qd, jnp.float32))
+        state_vec = self._finite(self._observe(ps, None))
+        return self._pack(ps, state_vec, jnp.asarray(goal, jnp.float32), jnp.zeros((), jnp.int32))
+
+    def _step(self, sim, action):
+        ctrl = self._ctrl(action)
+        ps = self._physics_step(sim, ctrl)
+        return ps, self._finite(self._observe(ps, ctrl))
+
+
+# ==========================================================================================
+# Reacher
+# ==========================================================================================
+
+
+class Reacher(BraxGoalEnv):
+    """Two-link planar arm; the goal is the target position, achieved by the fingertip."""
+
+    name = "reacher"
+    state_size = 10
+    goal_indices = (4, 5, 6)
+    action_size = 2
+    episode_length = 1000
+    success_threshold = 0.05
+    backend = "spring"
+    asset = "reacher"
+    timestep = 0.005
+    n_frames = 4
+    control_period = 0.02
+    layout = (
+        "state = cos(q0,q1), sin(q0,q1), fingertip x,y,z, fingertip vel x,y,z; "
+        "goal = target x,y,z; goal_indices 4:7"
+    )
+    #: fingertip offset in the second link's frame (the asset's fused `fingertip` body)
+    tip_offset = (0.11, 0.0, 0.0)
+    gear = (25.0, 25.0)  # spring pipeline actuator strength, as in the reference
+    target_radius = 0.2
+
+    def _configure(self, sys):
+        sys = super()._configure(sys)
+        return sys.replace(actuator=sys.actuator.replace(gear=jnp.asarray(self.gear)))
+
+    def _tip(self, ps) -> tuple[jax.Array, jax.Array]:
+        link = self.link_index("body1")
+        x = ps.x.take(link)
+        offset = jnp.asarray(self.tip_offset)
+        from brax import math
+
+        arm = math.rotate(offset, x.rot)
+        pos = x.pos + arm
+        vel = ps.xd.vel[link] + jnp.cross(ps.xd.ang[link], arm)
+        return pos, vel
+
+    def _observe(self, ps, ctrl):
+        theta = ps.q[:2]
+        pos, vel = self._tip(ps)
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), pos, vel])
+
+    def _reset(self, key):
+        k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
+        sys = self.sys
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
+        # Target on a random disc point of radius <= 0.2 (the target's two slide joints).
+        r = self.target_radius * jax.random.uniform(k_r)
+        ang = 2.0 * jnp.pi * jax.random.uniform(k_a)
+        q = q.at[2:].set(jnp.stack([r * jnp.cos(ang), r * jnp.sin(ang)]))
+        qd = qd.at[2:].set(0.0)
+        ps = self._physics_init(q, qd)
+        goal = ps.x.pos[self.link_index("target")]
+        return ps, self._finite(self._observe(ps, None)), goal
+
+
+# ==========================================================================================
+# Ant
+# ==========================================================================================
+
+
+class Ant(BraxGoalEnv):
+    """Quadruped; the goal is a torso x-y position 10 m away in a random direction."""
+
+    name = "ant"
+    state_size = 29
+    goal_indices = (0, 1)
+    action_size = 8
+    episode_length = 1000
+    success_threshold = 0.5
+    backend = "spring"
+    asset = "ant"
+    timestep = 0.005
+    n_frames = 10
+    control_period = 0.05
+    layout = "state = 15 qpos (torso x,y first) + 14 qvel; goal = target x,y; goal_indices 0:2"
+    target_distance = 10.0
+    reset_noise = 0.1
+
+    def _observe(self, ps, ctrl):
+        return jnp.concatenate([ps.q, ps.qd])
+
+    def _noisy_start(self, key):
+        k_q, k_qd = jax.random.split(key)
+        sys = self.sys
+        lo, hi = -self.reset_noise, self.reset_noise
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=lo, maxval=hi)
+        q = q.at[3:7].set(q[3:7] / jnp.linalg.norm(q[3:7]))  # keep the torso quaternion unit
+        qd = hi * jax.random.normal(k_qd, (sys.qd_size(),))
+        return q, qd
+
+    def _start_and_goal(self, key) -> tuple[jax.Array, jax.Array]:
+        """(start torso x-y offset, goal x-y)."""
+        ang = 2.0 * jnp.pi * jax.random.uniform(key)
+        return jnp.zeros(2), self.target_distance * jnp.stack([jnp.cos(ang), jnp.sin(ang)])
+
+    def _reset(self, key):
+        k_start, k_goal = jax.random.split(key)
+        q, qd = self._noisy_start(k_start)
+        start, goal = self._start_and_goal(k_goal)
+        q = q.at[:2].add(start)
+        ps = self._physics_init(q, qd)
+        return ps, self._finite(self._observe(ps, None)), goal
+
+
+class _MazeMixin:
+    """Start and goal at the centres of two different free cells of a `mazes.LAYOUTS` maze."""
+
+    maze: str
+    cell_size: float
+
+    @functools.cached_property
+    def _cell_centres(self) -> np.ndarray:
+        cells = free_cells(LAYOUTS[self.maze]).astype(np.float32)  # (row, col)
+        return np.stack([cells[:, 1] + 0.5, cells[:, 0] + 0.5], axis=1) * self.cell_size
+
+    def _start_and_goal(self, key):
+        centres = jnp.asarray(self._cell_centres)
+        n = centres.shape[0]
+        k_start, k_goal = jax.random.split(key)
+        i_start = jax.random.randint(k_start, (), 0, n)
+        i_goal = jax.random.randint(k_goal, (), 0, n - 1)
+        i_goal = i_goal + (i_goal >= i_start)
+        return centres[i_start], centres[i_goal]
+
+    def is_wall(self, xy: jax.Array) -> jax.Array:
+        """[..., 2] world x-y -> [...] bool, True inside a wall cell (outside the grid counts)."""
+        walls = wall_grid(LAYOUTS[self.maze])
+        col = jnp.floor(xy[..., 0] / self.cell_size).astype(jnp.int32)
+        row = jnp.floor(xy[..., 1] / self.cell_size).astype(jnp.int32)
+        h, w = walls.shape
+        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        return ~inside | jnp.asarray(walls)[jnp.clip(row, 0, h - 1), jnp.clip(col, 0, w - 1)]
+
+
+class AntMaze(_MazeMixin, Ant):
+    """The ant in a maze of 4 m cells; walls block its torso and feet (all spheres)."""
+
+    cell_size = 4.0
+    wall_height = 2.0  # as in the reference (half a cell)
+    #: geoms that collide with walls. The reference also lets the four hip capsules collide;
+    #: capsule-box contacts cost ~5x the whole sphere set on CPU, and the torso sphere already
+    #: keeps the hips within 0.2 m of a wall face.
+    wall_geoms = (
+        "torso_geom", "left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
+    )  # fmt: skip
+    #: 5 spheres x at most 3 wall cells near the ant (it spans < 2.5 m < one 4 m cell)
+    max_geom_pairs = 16
+
+    def __init__(self, maze: str):
+        if maze not in LAYOUTS:
+            raise ValueError(f"unknown maze {maze!r}; valid: {', '.join(LAYOUTS)}")
+        self.maze = maze
+        self.name = f"ant_{maze}_maze"
+        self.layout = (
+            f"state = 15 qpos (torso x,y first) + 14 qvel; goal = target x,y (maze '{maze}', "
+            f"{self.cell_size:g} m cells); goal_indices 0:2"
+        )
+
+    def _edit_model(self, root):
+        add_maze_walls(root, LAYOUTS[self.maze], self.cell_size, self.wall_height,
+                       self.wall_geoms, self.max_geom_pairs)  # fmt: skip
+
+
+# ==========================================================================================
+# Humanoid
+# ==========================================================================================
+
+
+class Humanoid(BraxGoalEnv):
+    """Humanoid; the goal is a torso x-y-z position 1-5 m away at standing height 1.25 m."""
+
+    name = "humanoid"
+    state_size = 246
+    goal_indices = (0, 1, 2)
+    action_size = 17
+    episode_length = 1000
+    success_threshold = 0.5
+    backend = "spring"
+    asset = "humanoid"
+    timestep = 0.0015
+    n_frames = 10
+    control_period = 0.015
+    layout = (
+        "state = 24 qpos (torso x,y,z first) + 23 qvel + 11x10 com inertia + 11x6 com velocity "
+        "+ 23 actuator torques; goal = target x,y,z (z = 1.25); goal_indices 0:3"
+    )
+    target_z = 1.25
+    goal_range = (1.0, 5.0)
+    #: spring-pipeline actuator gears (11 abdomen/leg motors, 6 arm motors), as in the reference
+    gear = (350.0,) * 11 + (100.0,) * 6
+
+    def _edit_model(self, root):
+        # As in the reference, every body geom touches the floor (brax's asset: only the feet),
+        # so a fallen humanoid lies on the floor instead of sinking through it.
+        for geom in root.find("worldbody/body").iter("geom"):
+            geom.set("contype", "1")
+
+    def _configure(self, sys):
+        sys = super()._configure(sys)
+        return sys.replace(actuator=sys.actuator.replace(gear=jnp.asarray(self.gear)))
+
+    def _ctrl(self, action):
+        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
+        return lo + (action + 1.0) * 0.5 * (hi - lo)
+
+    def _observe(self, ps, ctrl):
+        from brax import actuator, base
+
+        sys = self.sys
+        inertia = sys.link.inertia
+        # The spring pipeline simulates scaled masses/inertias; observe what it simulates.
+        diag = jnp.diagonal(inertia.i, axis1=-2, axis2=-1) ** (1 - sys.spring_inertia_scale)
+        inertia = inertia.replace(
+            i=jax.vmap(jnp.diag)(diag), mass=inertia.mass ** (1 - sys.spring_mass_scale)
+        )
+        mass = inertia.mass
+        total = jnp.sum(mass)
+        x_i = ps.x.vmap().do(inertia.transform)  # each link's centre-of-mass frame, world
+        com = jnp.sum(mass[:, None] * x_i.pos, axis=0) / total
+        cinr = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
+        com_inertia = jnp.concatenate([cinr.i.reshape(mass.shape[0], 9), mass[:, None]], axis=1)
+        xd_i = base.Transform.create(pos=x_i.pos - ps.x.pos).vmap().do(ps.xd)
+        com_vel = jnp.concatenate([mass[:, None] * xd_i.vel / total, xd_i.ang], axis=1)
+        if ctrl is None:
+            ctrl = jnp.zeros(sys.act_size())
+        torque = actuator.to_tau(sys, ctrl, ps.q, ps.qd)
+        return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_vel.ravel(), torque])
+
+    def _start_and_goal(self, key):
+        k_d, k_a = jax.random.split(key)
+        dist = jax.random.uniform(k_d, minval=self.goal_range[0], maxval=self.goal_range[1])
+        ang = 2.0 * jnp.pi * jax.random.uniform(k_a)
+        return jnp.zeros(2), jnp.stack([dist * jnp.cos(ang), dist * jnp.sin(ang)])
+
+    def _reset(self, key):
+        sys = self.sys
+        start, goal_xy = self._start_and_goal(key)
+        q = sys.init_q.at[:2].add(start)  # no reset noise (as in the reference)
+        ps = self._physics_init(q, jnp.zeros(sys.qd_size()))
+        goal = jnp.concatenate([goal_xy, jnp.array([self.target_z])])
+        return ps, self._finite(self._observe(ps, None)), goal
+
+
+class HumanoidMaze(_MazeMixin, Humanoid):
+    """The humanoid in a maze of 2 m cells.
+
+    Walls collide with spheres only: the head, hands and feet, plus massless proxy spheres
+    around the trunk (torso, pelvis) and the knees, in place of the trunk and leg capsules.
+    """
+
+    cell_size = 2.0
+    #: The reference's walls are half a cell (1 m) high, which a 1.4 m humanoid can lean or
+    #: tumble over into the next corridor; ours are 2 m.
+    wall_height = 2.0
+    wall_geoms = ("head", "right_hand", "left_hand", "right_foot", "left_foot")
+    #: (body, position in the body frame, radius): each encloses that part's capsules
+    wall_proxies = (
+        ("torso", "0 0 -0.06", 0.15),  # torso1 + uwaist capsules
+        ("pelvis", "-0.02 0 0", 0.16),  # butt capsule
+        ("right_shin", "0 0 0", 0.06),  # knee
+        ("left_shin", "0 0 0", 0.06),
+    )
+    max_geom_pairs = 16
+
+    def __init__(self, maze: str):
+        if maze not in LAYOUTS:
+            raise ValueError(f"unknown maze {maze!r}; valid: {', '.join(LAYOUTS)}")
+        self.maze = maze
+        self.name = f"humanoid_{maze}_maze"
+        self.layout = (
+            "state = 24 qpos (torso x,y,z first) + 23 qvel + 11x10 com inertia + 11x6 com "
+            f"velocity + 23 actuator torques; goal = target x,y,z (z = 1.25; maze '{maze}', "
+            f"{self.cell_size:g} m cells); goal_indices 0:3"
+        )
+
+    def _edit_model(self, root):
+        super()._edit_model(root)
+        add_maze_walls(root, LAYOUTS[self.maze], self.cell_size, self.wall_height,
+                       self.wall_geoms, self.max_geom_pairs, self.wall_proxies)  # fmt: skip
+
+
+# ==========================================================================================
+# Registry entry point
+# ==========================================================================================
+
+_MAKERS = {
+    "reacher": Reacher,
+    "ant": Ant,
+    "ant_u_maze": lambda: AntMaze("u"),
+    "ant_big_maze": lambda: AntMaze("big"),
+    "ant_hardest_maze": lambda: AntMaze("hardest"),
+    "ant_u4_maze": lambda: AntMaze("u4"),
+    "ant_u5_maze": lambda: AntMaze("u5"),
+    "humanoid": Humanoid,
+    "humanoid_u_maze": lambda: HumanoidMaze("u"),
+    "humanoid_big_maze": lambda: HumanoidMaze("big"),
+}
+
+NAMES = tuple(_MAKERS)
+
+
+def make_brax_env(name: str) -> GoalEnv:
+    """Build the brax environment `name` (no physics is built until first use)."""
+    try:
+        return _MAKERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown brax environment {name!r}; valid: {', '.join(NAMES)}") from None
