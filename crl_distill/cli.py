@@ -51,17 +51,21 @@ def envs(
         return
     table = Table(title="crl-distill environments")
     for col in ("name", "obs", "state", "action", "goal", "goal idx", "episode", "success <",
-                "backend", "layout"):
-        table.add_column(col, overflow="fold")
+                "backend", "control s"):
+        table.add_column(col, no_wrap=True)
     for r in rows:
         idx = r["goal_indices"]
         contiguous = idx == list(range(idx[0], idx[-1] + 1))
         table.add_row(
             r["name"], str(r["observation_size"]), str(r["state_size"]), str(r["action_size"]),
             str(r["goal_size"]), f"{idx[0]}:{idx[-1] + 1}" if contiguous else str(idx),
-            str(r["episode_length"]), f"{r['success_threshold']:g}", r["backend"], r["layout"],
+            str(r["episode_length"]), f"{r['success_threshold']:g}", r["backend"],
+            f"{r['control_period']:g}",
         )
     console.print(table)
+    console.print("[bold]observation layouts[/] (obs = concat(state, goal)):")
+    for r in rows:
+        console.print(f"  {r['name']}: {r['layout']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
