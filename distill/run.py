@@ -209,6 +209,8 @@ def distill(
         "teacher_epoch": t.epoch, "teacher": t.config.to_dict(), "distill": dataclasses.asdict(dcfg),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / ".progress").glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a write that was killed; never a checkpoint
     atomic_write_json(out_dir / "config.json", {
         "distill": dataclasses.asdict(dcfg), "students": [dataclasses.asdict(s) for s in specs],
         "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})

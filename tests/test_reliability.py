@@ -219,9 +219,12 @@ def test_killed_distillation_resumes_from_its_last_iteration(artifacts, tmp_path
         run_mod.train_student = real
     progress = out / ".progress" / "student-1x16.npz"
     assert progress.is_file() and not (out / "student-1x16.npz").exists()
+    stale = out / ".progress" / ".student-1x16.npz.abc.tmp"  # as a write killed mid-way leaves
+    stale.write_bytes(b"partial")
     resumed = distill(artifacts["run"], students="1x16", out=out, config=DCFG, progress=False)
     hist = resumed.report["students"][0]["history"]
     assert [h["iteration"] for h in hist] == [0, 1, 2] and not progress.exists()
+    assert not stale.exists()
     # The resumed student equals one trained without interruption (same seeds, same data).
     ref = json.loads((artifacts["students"] / "distill_report.json").read_text())["students"][0]
     assert [h["loss/action"] for h in hist] == pytest.approx(
