@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +79,9 @@ def default_out_dir(teacher: Teacher) -> Path:
 
 def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:
     """Batch-1 latency of a jitted callable (median / p99 in microseconds, after warm-up)."""
-    for _ in range(20):
-        jax.block_until_ready(fn(x))
-    times = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times[i] = time.perf_counter() - t0
+    from crl_distill.export.latency import time_calls
+
+    times = time_calls(lambda v: jax.block_until_ready(fn(v)), x, n, warmup=20)
     return {"p50_us": float(np.median(times) * 1e6), "p99_us": float(np.quantile(times, 0.99) * 1e6)}
 
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
 from crl_distill.errors import CrlDistillError
+from crl_distill.teacher.networks import squash_log_std
 
 STUDENT_FORMAT = "crl-distill-student"
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _ACTS = {"relu": nn.relu, "swish": nn.swish, "tanh": nn.tanh}
 
 
@@ -88,8 +88,7 @@ class StudentPolicy(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         mean, raw = jnp.split(MLP(self.cfg, 2 * self.action_size, name="net")(obs), 2, axis=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-        return mean, log_std
+        return mean, squash_log_std(raw)
 
 
 @dataclass

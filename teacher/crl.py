@@ -29,11 +29,10 @@ from jax.sharding import PartitionSpec as P
 
 from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
 from crl_distill.errors import CrlDistillError
-from crl_distill.teacher.networks import NetConfig, ResidualMLP
+from crl_distill.teacher.networks import NetConfig, ResidualMLP, squash_log_std
 
 ENERGIES = ("l2", "dot", "cosine")
 CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,8 +128,7 @@ class Actor(nn.Module):
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         out = ResidualMLP(self.cfg, 2 * self.action_size, name="net")(obs)
         mean, raw = jnp.split(out, 2, axis=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-        return mean, log_std
+        return mean, squash_log_std(raw)
 
 
 def make_networks(cfg: TeacherConfig, env: GoalEnv) -> tuple[Actor, ResidualMLP, ResidualMLP]:
@@ -158,6 +156,10 @@ def sample_action(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[
 # ----------------------------------------------------------------------------------------------
 # The contrastive critic
 # ----------------------------------------------------------------------------------------------
+def _unit(x: jax.Array) -> jax.Array:
+    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+
+
 def energy_matrix(phi: jax.Array, psi: jax.Array, kind: str) -> jax.Array:
     """phi [B, D], psi [B', D] -> logits [B, B'] with logits[i, j] = f(phi_i, psi_j)."""
     if kind == "l2":
@@ -168,9 +170,7 @@ def energy_matrix(phi: jax.Array, psi: jax.Array, kind: str) -> jax.Array:
     if kind == "cosine":
         # Unit vectors give logits in [-1, 1], too flat for InfoNCE; sqrt(D) restores the scale
         # of a dot product between random unit-variance embeddings.
-        phi = phi / (jnp.linalg.norm(phi, axis=-1, keepdims=True) + 1e-6)
-        psi = psi / (jnp.linalg.norm(psi, axis=-1, keepdims=True) + 1e-6)
-        return (phi @ psi.T) * jnp.sqrt(phi.shape[-1])
+        return (_unit(phi) @ _unit(psi).T) * jnp.sqrt(phi.shape[-1])
     raise ValueError(kind)
 
 
@@ -181,9 +181,7 @@ def energy_pairs(phi: jax.Array, psi: jax.Array, kind: str) -> jax.Array:
     if kind == "dot":
         return jnp.sum(phi * psi, -1)
     if kind == "cosine":
-        phi = phi / (jnp.linalg.norm(phi, axis=-1, keepdims=True) + 1e-6)
-        psi = psi / (jnp.linalg.norm(psi, axis=-1, keepdims=True) + 1e-6)
-        return jnp.sum(phi * psi, -1) * jnp.sqrt(phi.shape[-1])
+        return jnp.sum(_unit(phi) * _unit(psi), -1) * jnp.sqrt(phi.shape[-1])
     raise ValueError(kind)
 
 

@@ -21,6 +21,12 @@ from crl_distill.errors import CrlDistillError
 LAYERS_PER_BLOCK = 4
 
 ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def squash_log_std(raw: jax.Array) -> jax.Array:
+    """Map a raw policy head into [LOG_STD_MIN, LOG_STD_MAX] with tanh (teacher and students)."""
+    return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
 
 
 @dataclass(frozen=True)
