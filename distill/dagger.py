@@ -24,7 +24,7 @@ import optax
 from flax import struct
 
 from crl_distill.envs.base import GoalEnv, auto_reset
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.student.model import StudentConfig, init_student, make_student
 from crl_distill.teacher.crl import energy_matrix
 
@@ -53,11 +53,8 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise CrlDistillError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.action_loss not in ACTION_LOSSES:
-            raise CrlDistillError(f"action loss must be one of {ACTION_LOSSES}, got "
-                                  f"{self.action_loss!r}")
+        require_choice("mode", self.mode, MODES)
+        require_choice("action loss", self.action_loss, ACTION_LOSSES)
         if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
             raise CrlDistillError("beta0 and beta_decay must lie in [0, 1]")
         for name in ("iterations", "num_envs", "steps_per_iter", "batch_size", "eval_episodes"):

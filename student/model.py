@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.teacher.networks import squash_log_std
 
 STUDENT_FORMAT = "crl-distill-student"
@@ -40,8 +40,7 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.depth < 1 or self.width < 1:
             raise CrlDistillError(f"student depth and width must be >= 1, got {self.name}")
-        if self.activation not in _ACTS:
-            raise CrlDistillError(f"student activation must be one of {sorted(_ACTS)}")
+        require_choice("student activation", self.activation, sorted(_ACTS))
 
     @property
     def name(self) -> str:

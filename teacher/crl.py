@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.teacher.networks import NetConfig, ResidualMLP, squash_log_std
 
 ENERGIES = ("l2", "dot", "cosine")
@@ -64,12 +64,8 @@ class TeacherConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.energy not in ENERGIES:
-            raise CrlDistillError(f"energy must be one of {ENERGIES}, got {self.energy!r}")
-        if self.contrastive_loss not in CONTRASTIVE_LOSSES:
-            raise CrlDistillError(
-                f"contrastive loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}"
-            )
+        require_choice("energy", self.energy, ENERGIES)
+        require_choice("contrastive loss", self.contrastive_loss, CONTRASTIVE_LOSSES)
         for name in ("num_envs", "unroll_length", "batch_size", "updates_per_iter",
                      "iters_per_epoch", "epochs", "num_eval_envs", "repr_dim"):
             if getattr(self, name) < 1:

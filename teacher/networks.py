@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 
 LAYERS_PER_BLOCK = 4
 
@@ -62,10 +62,7 @@ class NetConfig:
                                   f"{self.layers_per_block}, got {self.depth}")
         if self.width < 1:
             raise CrlDistillError(f"width must be positive, got {self.width}")
-        if self.activation not in ACTIVATIONS:
-            raise CrlDistillError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
-            )
+        require_choice("activation", self.activation, sorted(ACTIVATIONS))
         if self.dtype not in ("float32", "bfloat16"):
             raise CrlDistillError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 
 FORMATS = ("auto", "scaling-crl", "jaxgcrl")
 
@@ -234,8 +234,7 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
     from crl_distill.teacher.crl import CRL, Carry, TeacherConfig
     from crl_distill.teacher.train import CHECKPOINT_FORMAT, package_versions
 
-    if fmt not in FORMATS:
-        raise CrlDistillError(f"format must be one of {FORMATS}, got {fmt!r}")
+    require_choice("format", fmt, FORMATS)
     target_env = make(env)
     obj = safe_load_pickle(path)
     if not (isinstance(obj, tuple | list) and len(obj) == 3):
