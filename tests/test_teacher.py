@@ -79,7 +79,6 @@ def test_scan_network_equals_unrolled_reference(depth, ln, res, act):
     assert n == param_count(cfg, 7, 3)
 
 
-
 @pytest.mark.parametrize("depth", [0, 16, 64])
 def test_initial_outputs_stay_small_at_every_depth(depth):
     # Without the depth-scaled head the depth-64 actor starts at pre-tanh std ~2.8 and collapses.
@@ -87,6 +86,7 @@ def test_initial_outputs_stay_small_at_every_depth(depth):
     x = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (512, 4))
     y = net.apply(net.init(jax.random.PRNGKey(0), x), x)
     assert 0.1 < float(y.std()) < 0.6
+
 
 def test_bad_architectures_are_refused():
     with pytest.raises(CrlDistillError, match="multiple of 4"):
