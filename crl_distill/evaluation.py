@@ -1,7 +1,9 @@
 """One evaluator for every policy: the same env seeds, the same metrics, a 95% interval.
 
 Metrics per episode: time at goal (steps with dist < threshold), success_any (ever reached the
-goal), final distance. A JAX policy is rolled out inside one jitted `lax.scan`; a host policy
+goal), final distance. As in the paper's evaluator, an episode that terminates early (a fallen
+robot) stops counting after its terminating step: later steps add no time at goal, and the final
+distance is the one at that step. A JAX policy is rolled out inside one jitted `lax.scan`; a host policy
 (e.g. onnxruntime) is stepped from Python over the same jitted env functions, so both see
 identical starts and goals for a given seed.
 """
@@ -26,6 +28,22 @@ def episode_keys(seed: int, num_episodes: int) -> jax.Array:
     return jax.random.split(jax.random.PRNGKey(seed), num_episodes)
 
 
+def episode_metrics(success: jax.Array, terminated: jax.Array, dist: jax.Array) -> dict[str, jax.Array]:
+    """Per-step success, terminated, dist [T, E] -> per-episode time_at_goal, success_any,
+    final_dist [E], counting each episode up to and including its first termination."""
+    terminated = jnp.asarray(terminated, jnp.float32)
+    # counted[t] = 1 while no earlier step terminated the episode.
+    counted = jnp.cumprod(jnp.concatenate([jnp.ones_like(terminated[:1]), 1.0 - terminated[:-1]]), 0)
+    counted = (counted > 0).astype(jnp.float32)
+    success = jnp.asarray(success, jnp.float32) * counted
+    last = jnp.sum(counted, 0).astype(jnp.int32) - 1
+    return {
+        "time_at_goal": success.sum(0),
+        "success_any": (success.max(0) > 0).astype(jnp.float32),
+        "final_dist": jnp.take_along_axis(jnp.asarray(dist), last[None], 0)[0],
+    }
+
+
 def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
                 record_obs: bool = False) -> dict[str, jax.Array]:
     """Run one full episode per key with a jittable batch policy (call under jit).
@@ -38,14 +56,10 @@ def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
     def body(s, _):
         obs = s.obs
         s = jax.vmap(env.step)(s, policy(obs))
-        return s, (s.metrics["success"], obs if record_obs else None)
+        return s, (s.metrics["success"], s.terminated, s.metrics["dist"], obs if record_obs else None)
 
-    state, (success, obs) = jax.lax.scan(body, state, None, length=env.episode_length)
-    out = {
-        "time_at_goal": success.sum(0),
-        "success_any": (success.max(0) > 0).astype(jnp.float32),
-        "final_dist": state.metrics["dist"],
-    }
+    _, (success, terminated, dist, obs) = jax.lax.scan(body, state, None, length=env.episode_length)
+    out = episode_metrics(success, terminated, dist)
     if record_obs:
         out["obs"] = obs
     return out
@@ -60,19 +74,15 @@ def rollout_host(
     """
     reset, step = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
     state = reset(keys)
-    success, seen = [], []
+    steps, seen = [], []
     for _ in range(env.episode_length):
         obs = np.asarray(state.obs)
         if record_obs:
             seen.append(obs)
         state = step(state, jnp.asarray(act(obs)))
-        success.append(np.asarray(state.metrics["success"]))
-    s = np.stack(success)
-    out: dict[str, Any] = {
-        "time_at_goal": s.sum(0),
-        "success_any": (s.max(0) > 0).astype(np.float32),
-        "final_dist": np.asarray(state.metrics["dist"]),
-    }
+        steps.append((state.metrics["success"], state.terminated, state.metrics["dist"]))
+    success, terminated, dist = (np.stack(x) for x in zip(*steps, strict=True))
+    out: dict[str, Any] = {k: np.asarray(v) for k, v in episode_metrics(success, terminated, dist).items()}
     if record_obs:
         out["obs"] = np.stack(seen)
     return out

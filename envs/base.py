@@ -2,8 +2,9 @@
 
 An environment is a frozen description plus two pure functions, `reset(key)` and
 `step(state, action)`, both jittable and vmappable. Observations are `concat(state, goal)`;
-the achieved goal is `state[goal_indices]`. Episodes have a fixed length and never terminate
-early, which keeps hindsight relabelling simple: a trajectory is `episode_length` steps.
+the achieved goal is `state[goal_indices]`. An episode ends after `episode_length` steps, or
+earlier where the env terminates it (a robot that has fallen over: `_terminated`), as the
+paper's environments do; `done` marks either end and `terminated` the early one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class EnvState:
     obs:     [state_size + goal_size] float32, `concat(state, goal)`.
     goal:    [goal_size] float32, the commanded goal.
     steps:   [] int32, steps taken in the current episode.
-    done:    [] float32, 1.0 once `steps == episode_length`.
+    done:    [] float32, 1.0 once `steps == episode_length` or the episode terminated early.
+    terminated: [] float32, 1.0 when the last step ended the episode early (`_terminated`).
     metrics: {"dist": [] float32, "success": [] float32}.
     """
 
@@ -32,6 +34,7 @@ class EnvState:
     goal: jax.Array
     steps: jax.Array
     done: jax.Array
+    terminated: jax.Array
     metrics: dict[str, jax.Array]
 
 
@@ -53,6 +56,14 @@ class GoalEnv:
     control_period: float = 0.05
     #: human-readable observation layout, shown by `crl-distill envs`.
     layout: str = ""
+    #: when an episode ends early (`_terminated`), in words; "none" where it never does.
+    termination: str = "none"
+    #: where starts and goals are drawn from, in words.
+    goal_distribution: str = ""
+    #: the paper's code's state size where it differs from ours (see the env's docstring)
+    reference_state_size: int | None = None
+    #: options a caller may set by name (`make("ant:goal_dist=4")`): name -> type.
+    options: dict[str, type] = {}
 
     @property
     def goal_size(self) -> int:
@@ -75,16 +86,24 @@ class GoalEnv:
         """Advance physics by one control step; return (sim, state_vec)."""
         raise NotImplementedError
 
+    def check_options(self) -> None:
+        """Raise ValueError naming the problem when an option set by `make` is out of range."""
+
+    def _terminated(self, sim: Any, state_vec: jax.Array) -> jax.Array:
+        """[] bool: the episode ends now, before its time limit. Default: never."""
+        return jnp.zeros((), bool)
+
     # -- public API -----------------------------------------------------------------------
     def reset(self, key: jax.Array) -> EnvState:
         sim, state_vec, goal = self._reset(key)
-        return self._pack(sim, state_vec, goal, jnp.zeros((), jnp.int32))
+        return self._pack(sim, state_vec, goal, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
         lo, hi = self.action_bounds
         action = jnp.clip(jnp.nan_to_num(action.astype(jnp.float32)), lo, hi)
         sim, state_vec = self._step(state.sim, action)
-        return self._pack(sim, state_vec, state.goal, state.steps + 1)
+        terminated = self._terminated(sim, state_vec)
+        return self._pack(sim, state_vec, state.goal, state.steps + 1, terminated)
 
     def achieved_goal(self, state_vec: jax.Array) -> jax.Array:
         """[..., state_size] -> [..., goal_size]."""
@@ -94,7 +113,8 @@ class GoalEnv:
         """[..., goal_size] x [..., goal_size] -> [...] Euclidean distance."""
         return jnp.linalg.norm(achieved - goal, axis=-1)
 
-    def _pack(self, sim: Any, state_vec: jax.Array, goal: jax.Array, steps: jax.Array) -> EnvState:
+    def _pack(self, sim: Any, state_vec: jax.Array, goal: jax.Array, steps: jax.Array,
+              terminated: jax.Array) -> EnvState:
         state_vec = state_vec.astype(jnp.float32)
         goal = goal.astype(jnp.float32)
         dist = self.goal_distance(self.achieved_goal(state_vec), goal)
@@ -103,7 +123,8 @@ class GoalEnv:
             obs=jnp.concatenate([state_vec, goal]),
             goal=goal,
             steps=steps,
-            done=(steps >= self.episode_length).astype(jnp.float32),
+            done=((steps >= self.episode_length) | terminated).astype(jnp.float32),
+            terminated=terminated.astype(jnp.float32),
             metrics={"dist": dist, "success": (dist < self.success_threshold).astype(jnp.float32)},
         )
 
@@ -120,6 +141,9 @@ class GoalEnv:
             "success_threshold": self.success_threshold,
             "backend": self.backend,
             "control_period": self.control_period,
+            "termination": self.termination,
+            "goal_distribution": self.goal_distribution,
+            "options": {k: getattr(self, k) for k in self.options},
             "layout": self.layout,
         }
 

@@ -14,30 +14,36 @@ humanoid   24 qpos + 23 qvel + 11x10 com inertia + 11x6 com velocity + 23       
 =========  =====================================================================  ============
 
 Goals: reacher, a uniform angle and a radius uniform in [0, 0.2]; ant, 10 m away in a uniform
-direction; humanoid, 1-5 m away (uniform distance, so not uniform over the annulus), z = 1.25;
-mazes, the centre of a free cell other than the start's.
+direction (`ant:goal_dist=D` for another distance); humanoid, 1-5 m away (uniform distance,
+so not uniform over the annulus), z = 1.25; mazes, the paper's: the start cell ('r', plus the
+ant's 0.1 reset noise) and a goal drawn from the maze's goal cells ('g'), see `mazes.PAPER_LAYOUTS`
+(`<maze env>:goals=free` draws start and goal from all free cells instead, an easier task).
+
+Time per env step and early termination are the paper's as its code runs on brax: reacher
+0.01 s x 4 = 0.04 s, ant and ant mazes 0.005 s x 10 = 0.05 s, humanoid 0.003 s x 10 = 0.03 s,
+humanoid mazes 0.0015 s x 10 = 0.015 s (the reference's `opt.timestep` edits for reacher and
+humanoid do not reach the spring pipeline's dt, so its envs run on the asset timesteps). The ant
+ends its episode when its torso z leaves [0.2, 1.0] m, the humanoid when it leaves [1.0, 2.0] m.
 
 Robot models are read at run time from brax's own installed assets (`brax/envs/assets/*.xml`)
 and edited with ElementTree before `brax.io.mjcf.loads`; nothing is copied into this repo.
 Physics is built lazily, on the first reset/step (or `env.sys`), so the static attributes are
 available without importing brax at all.
 
-Mazes: one box per wall cell that a robot can reach, `wall_height` above the floor and
-`_WALL_DEPTH` below it. Walls collide with sphere geoms only (mjx's sphere-box test costs a
-fraction of its capsule-box one): the ant's torso and feet; the humanoid's head, hands, feet
-and massless proxy spheres around its trunk and knees. mjx's `max_geom_pairs` broad phase keeps
-only the nearest robot-wall pairs, so the cost per step does not grow with the maze.
+Mazes: cell (row i, col j) is centred at world (x, y) = (i, j) * cell_size, as in the paper's
+code; one box per wall cell that a robot can reach, half a cell high (ant 2 m, humanoid 1 m)
+and `_WALL_DEPTH` below the floor. As in the paper, walls collide with the ant's torso, hip
+capsules and feet and with every humanoid geom. mjx's `max_geom_pairs` broad phase keeps only
+the nearest robot-wall pairs, so the cost per step does not grow with the maze.
 
 Deliberate differences from the reference suite:
 
-* Mazes use this project's layouts (`mazes.LAYOUTS`) and cell convention (cell (row i, col j)
-  covers x in [j, j+1) * cell, y in [i, i+1) * cell); start and goal are the centres of two
-  different, uniformly drawn free cells (the reference draws from hand-marked cell lists).
 * The humanoid has no "target" body, so the goal is not leaked into the state: the reference
-  state (268) also carries the target's two slide joints, its link and its joint torques.
-* Humanoid maze walls are 2 m high (reference: 1 m, which the humanoid can topple over), and
-  the ant's hip capsules do not collide with walls (its torso sphere keeps them off them).
+  state (268) also carries the target's two slide joints, its link and its joint torques. A
+  reference humanoid checkpoint therefore does not fit these envs (the importer refuses it).
 * The reacher's fingertip velocity is the true world-frame velocity of the fingertip point.
+* Maze walls also reach `_WALL_DEPTH` below the floor (the paper's stop at it), so nothing slips
+  under them; above the floor they are the paper's.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill.envs.base import EnvState, GoalEnv
-from crl_distill.envs.mazes import LAYOUTS, free_cells, wall_grid
+from crl_distill.envs.mazes import PAPER_LAYOUTS, free_cells, marked_cells, wall_grid
+from crl_distill.errors import require_choice
 
 _log = logging.getLogger(__name__)
 
@@ -128,17 +135,13 @@ def add_maze_walls(
     layout: tuple[str, ...],
     cell_size: float,
     wall_height: float,
-    wall_geoms: tuple[str, ...],
+    wall_geoms: tuple[str, ...] | None,
     max_geom_pairs: int,
-    proxies: tuple[tuple[str, str, float], ...] = (),
 ) -> int:
     """Add one box per reachable wall cell to `root`'s worldbody; return the number of boxes.
 
-    wall_geoms: names of the robot's geoms that collide with walls. proxies: extra massless
-    collision spheres `(body name, pos in body frame, radius)` that stand in for a body part's
-    capsules against walls (sphere-box contacts cost a fraction of capsule-box ones); they are
-    named `wall_proxy_<body>` and always collide with walls.
-
+    Cell (i, j) is centred at world (x, y) = (i, j) * cell_size (the paper's convention).
+    wall_geoms: names of the robot's geoms that collide with walls; None for every robot geom.
     Wall cells with no free cell among their 8 neighbours can never be touched and are left
     out. `max_geom_pairs` makes mjx keep only the nearest robot-wall pairs (by bounding-sphere
     distance) per geom-type group, so the contact cost does not grow with the maze's size.
@@ -158,7 +161,7 @@ def add_maze_walls(
             "geom",
             name=f"wall_{i}_{j}",
             type="box",
-            pos=f"{(j + 0.5) * cell_size} {(i + 0.5) * cell_size} {mid_z}",
+            pos=f"{i * cell_size} {j * cell_size} {mid_z}",
             size=f"{half} {half} {half_z}",
             contype=_WALL_CONTYPE,
             conaffinity=_WALL_CONAFFINITY,
@@ -166,26 +169,12 @@ def add_maze_walls(
         )
         n += 1
     robot = worldbody.find("body")
-    bodies = {b.get("name"): b for b in robot.iter("body")}
-    for body, pos, radius in proxies:
-        ET.SubElement(
-            bodies[body],
-            "geom",
-            name=f"wall_proxy_{body}",
-            type="sphere",
-            pos=pos,
-            size=str(radius),
-            mass="0",
-            contype="0",
-            conaffinity=str(_WALL_BIT),
-            rgba="0 0 0 0",
-        )
     found = set()
     for geom in robot.iter("geom"):
-        if geom.get("name") in wall_geoms:
+        if wall_geoms is None or geom.get("name") in wall_geoms:
             geom.set("conaffinity", str(_geom_default(root, geom, "conaffinity") | _WALL_BIT))
             found.add(geom.get("name"))
-    if missing := set(wall_geoms) - found:
+    if missing := set(wall_geoms or ()) - found:
         raise ValueError(f"robot has no geoms named {sorted(missing)}")
     _set_first_numeric(root, "max_geom_pairs", str(max_geom_pairs))
     return n
@@ -265,12 +254,29 @@ class BraxGoalEnv(GoalEnv):
         q_size / qd_size) and a goal; jittable and vmappable (tests, demos, evaluation)."""
         ps = self._physics_init(jnp.asarray(q, jnp.float32), jnp.asarray(qd, jnp.float32))
         state_vec = self._finite(self._observe(ps, None))
-        return self._pack(ps, state_vec, jnp.asarray(goal, jnp.float32), jnp.zeros((), jnp.int32))
+        return self._pack(ps, state_vec, jnp.asarray(goal, jnp.float32), jnp.zeros((), jnp.int32),
+                          jnp.zeros((), bool))
 
     def _step(self, sim, action):
         ctrl = self._ctrl(action)
         ps = self._physics_step(sim, ctrl)
         return ps, self._finite(self._observe(ps, ctrl))
+
+
+class _HealthyTorso:
+    """Early termination as in the paper: the episode ends when the torso's height (state[2],
+    the free joint's z) leaves `healthy_z_range`."""
+
+    healthy_z_range: tuple[float, float]
+
+    @property
+    def termination(self) -> str:
+        lo, hi = self.healthy_z_range
+        return f"torso z outside [{lo:g}, {hi:g}] m"
+
+    def _terminated(self, sim, state_vec):
+        lo, hi = self.healthy_z_range
+        return (state_vec[2] < lo) | (state_vec[2] > hi)
 
 
 # ==========================================================================================
@@ -289,9 +295,10 @@ class Reacher(BraxGoalEnv):
     success_threshold = 0.05
     backend = "spring"
     asset = "reacher"
-    timestep = 0.005
+    timestep = 0.01
     n_frames = 4
-    control_period = 0.02
+    control_period = 0.04
+    goal_distribution = "target uniform in angle, radius uniform in [0, 0.2] m"
     layout = (
         "state = cos(q0,q1), sin(q0,q1), fingertip x,y,z, fingertip vel x,y,z; "
         "goal = target x,y,z; goal_indices 4:7"
@@ -341,7 +348,7 @@ class Reacher(BraxGoalEnv):
 # ==========================================================================================
 
 
-class Ant(BraxGoalEnv):
+class Ant(_HealthyTorso, BraxGoalEnv):
     """Quadruped; the goal is a torso x-y position 10 m away in a random direction."""
 
     name = "ant"
@@ -356,8 +363,18 @@ class Ant(BraxGoalEnv):
     n_frames = 10
     control_period = 0.05
     layout = "state = 15 qpos (torso x,y first) + 14 qvel; goal = target x,y; goal_indices 0:2"
-    target_distance = 10.0
+    healthy_z_range = (0.2, 1.0)
+    goal_dist = 10.0
+    options = {"goal_dist": float}
     reset_noise = 0.1
+
+    @property
+    def goal_distribution(self) -> str:
+        return f"{self.goal_dist:g} m from the start in a uniform direction"
+
+    def check_options(self) -> None:
+        if not self.goal_dist > 0:
+            raise ValueError(f"goal_dist must be > 0, got {self.goal_dist}")
 
     def _observe(self, ps, ctrl):
         return jnp.concatenate([ps.q, ps.qd])
@@ -374,7 +391,7 @@ class Ant(BraxGoalEnv):
     def _start_and_goal(self, key) -> tuple[jax.Array, jax.Array]:
         """(start torso x-y offset, goal x-y)."""
         ang = 2.0 * jnp.pi * jax.random.uniform(key)
-        return jnp.zeros(2), self.target_distance * jnp.stack([jnp.cos(ang), jnp.sin(ang)])
+        return jnp.zeros(2), self.goal_dist * jnp.stack([jnp.cos(ang), jnp.sin(ang)])
 
     def _reset(self, key):
         k_start, k_goal = jax.random.split(key)
@@ -386,61 +403,79 @@ class Ant(BraxGoalEnv):
 
 
 class _MazeMixin:
-    """Start and goal at the centres of two different free cells of a `mazes.LAYOUTS` maze."""
+    """The paper's start and goal cells of a `mazes.PAPER_LAYOUTS` maze, cell (i, j) centred at
+    (i, j) * cell_size; option `goals=free` draws start and goal from two different free cells."""
 
     maze: str
     cell_size: float
+    goals: str = "paper"
+    options = {"goals": str}
 
-    @functools.cached_property
-    def _cell_centres(self) -> np.ndarray:
-        cells = free_cells(LAYOUTS[self.maze]).astype(np.float32)  # (row, col)
-        return np.stack([cells[:, 1] + 0.5, cells[:, 0] + 0.5], axis=1) * self.cell_size
+    def _init_maze(self, robot: str, maze: str) -> None:
+        if maze not in PAPER_LAYOUTS:
+            raise ValueError(f"unknown maze {maze!r}; valid: {', '.join(PAPER_LAYOUTS)}")
+        self.maze = maze
+        self.name = f"{robot}_{maze.removesuffix('_eval')}_maze" + ("_eval" if maze.endswith("_eval") else "")
+
+    def check_options(self) -> None:
+        require_choice("goals", self.goals, ("paper", "free"))
+
+    @property
+    def goal_distribution(self) -> str:
+        if self.goals == "free":
+            return "start and goal: centres of two different free cells"
+        n = len(marked_cells(PAPER_LAYOUTS[self.maze], "g"))
+        return f"start: the maze's start cell; goal: one of its {n} goal cells (paper)"
+
+    def _centres(self, cells: np.ndarray) -> jax.Array:
+        return jnp.asarray(cells.astype(np.float32) * self.cell_size)
 
     def _start_and_goal(self, key):
-        centres = jnp.asarray(self._cell_centres)
-        n = centres.shape[0]
+        layout = PAPER_LAYOUTS[self.maze]
         k_start, k_goal = jax.random.split(key)
-        i_start = jax.random.randint(k_start, (), 0, n)
-        i_goal = jax.random.randint(k_goal, (), 0, n - 1)
-        i_goal = i_goal + (i_goal >= i_start)
-        return centres[i_start], centres[i_goal]
+        if self.goals == "free":
+            centres = self._centres(free_cells(layout))
+            n = centres.shape[0]
+            i_start = jax.random.randint(k_start, (), 0, n)
+            i_goal = jax.random.randint(k_goal, (), 0, n - 1)
+            return centres[i_start], centres[i_goal + (i_goal >= i_start)]
+        starts = self._centres(marked_cells(layout, "r"))
+        goals = self._centres(marked_cells(layout, "g"))
+        return (starts[jax.random.randint(k_start, (), 0, starts.shape[0])],
+                goals[jax.random.randint(k_goal, (), 0, goals.shape[0])])
 
     def is_wall(self, xy: jax.Array) -> jax.Array:
         """[..., 2] world x-y -> [...] bool, True inside a wall cell (outside the grid counts)."""
-        walls = wall_grid(LAYOUTS[self.maze])
-        col = jnp.floor(xy[..., 0] / self.cell_size).astype(jnp.int32)
-        row = jnp.floor(xy[..., 1] / self.cell_size).astype(jnp.int32)
+        walls = wall_grid(PAPER_LAYOUTS[self.maze])
+        row = jnp.floor(xy[..., 0] / self.cell_size + 0.5).astype(jnp.int32)
+        col = jnp.floor(xy[..., 1] / self.cell_size + 0.5).astype(jnp.int32)
         h, w = walls.shape
         inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
         return ~inside | jnp.asarray(walls)[jnp.clip(row, 0, h - 1), jnp.clip(col, 0, w - 1)]
 
 
 class AntMaze(_MazeMixin, Ant):
-    """The ant in a maze of 4 m cells; walls block its torso and feet (all spheres)."""
+    """The ant in a maze of 4 m cells; walls block its torso, hip capsules and feet (as in the
+    paper's model)."""
 
     cell_size = 4.0
-    wall_height = 2.0  # as in the reference (half a cell)
-    #: geoms that collide with walls. The reference also lets the four hip capsules collide;
-    #: capsule-box contacts cost ~5x the whole sphere set on CPU, and the torso sphere already
-    #: keeps the hips within 0.2 m of a wall face.
+    wall_height = 2.0  # the paper's: half a cell
     wall_geoms = (
-        "torso_geom", "left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
+        "torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom",
+        "left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
     )  # fmt: skip
-    #: 5 spheres x at most 3 wall cells near the ant (it spans < 2.5 m < one 4 m cell)
+    #: per geom-type group (5 spheres, 4 capsules), each near at most ~3 wall cells
     max_geom_pairs = 16
 
     def __init__(self, maze: str):
-        if maze not in LAYOUTS:
-            raise ValueError(f"unknown maze {maze!r}; valid: {', '.join(LAYOUTS)}")
-        self.maze = maze
-        self.name = f"ant_{maze}_maze"
+        self._init_maze("ant", maze)
         self.layout = (
             f"state = 15 qpos (torso x,y first) + 14 qvel; goal = target x,y (maze '{maze}', "
             f"{self.cell_size:g} m cells); goal_indices 0:2"
         )
 
     def _edit_model(self, root):
-        add_maze_walls(root, LAYOUTS[self.maze], self.cell_size, self.wall_height,
+        add_maze_walls(root, PAPER_LAYOUTS[self.maze], self.cell_size, self.wall_height,
                        self.wall_geoms, self.max_geom_pairs)  # fmt: skip
 
 
@@ -449,7 +484,7 @@ class AntMaze(_MazeMixin, Ant):
 # ==========================================================================================
 
 
-class Humanoid(BraxGoalEnv):
+class Humanoid(_HealthyTorso, BraxGoalEnv):
     """Humanoid; the goal is a torso x-y-z position 1-5 m away at standing height 1.25 m."""
 
     name = "humanoid"
@@ -460,9 +495,12 @@ class Humanoid(BraxGoalEnv):
     success_threshold = 0.5
     backend = "spring"
     asset = "humanoid"
-    timestep = 0.0015
+    timestep = 0.003
     n_frames = 10
-    control_period = 0.015
+    control_period = 0.03
+    healthy_z_range = (1.0, 2.0)
+    reference_state_size = 268  # + the target's 2 slide joints, its link and its joint torques
+    goal_distribution = "1-5 m from the start (uniform distance and direction), z = 1.25 m"
     layout = (
         "state = 24 qpos (torso x,y,z first) + 23 qvel + 11x10 com inertia + 11x6 com velocity "
         "+ 23 actuator torques; goal = target x,y,z (z = 1.25); goal_indices 0:3"
@@ -525,31 +563,18 @@ class Humanoid(BraxGoalEnv):
 
 
 class HumanoidMaze(_MazeMixin, Humanoid):
-    """The humanoid in a maze of 2 m cells.
-
-    Walls collide with spheres only: the head, hands and feet, plus massless proxy spheres
-    around the trunk (torso, pelvis) and the knees, in place of the trunk and leg capsules.
-    """
+    """The humanoid in a maze of 2 m cells; walls 1 m high collide with every humanoid geom
+    (as in the paper's model). Its dt is half the open humanoid's, as in the paper's code."""
 
     cell_size = 2.0
-    #: The reference's walls are half a cell (1 m) high, which a 1.4 m humanoid can lean or
-    #: tumble over into the next corridor; ours are 2 m.
-    wall_height = 2.0
-    wall_geoms = ("head", "right_hand", "left_hand", "right_foot", "left_foot")
-    #: (body, position in the body frame, radius): each encloses that part's capsules
-    wall_proxies = (
-        ("torso", "0 0 -0.06", 0.15),  # torso1 + uwaist capsules
-        ("pelvis", "-0.02 0 0", 0.16),  # butt capsule
-        ("right_shin", "0 0 0", 0.06),  # knee
-        ("left_shin", "0 0 0", 0.06),
-    )
-    max_geom_pairs = 16
+    wall_height = 1.0  # the paper's: half a cell
+    timestep = 0.0015
+    control_period = 0.015
+    #: per geom-type group; the humanoid's ~13 capsules can touch a few wall cells at once
+    max_geom_pairs = 24
 
     def __init__(self, maze: str):
-        if maze not in LAYOUTS:
-            raise ValueError(f"unknown maze {maze!r}; valid: {', '.join(LAYOUTS)}")
-        self.maze = maze
-        self.name = f"humanoid_{maze}_maze"
+        self._init_maze("humanoid", maze)
         self.layout = (
             "state = 24 qpos (torso x,y,z first) + 23 qvel + 11x10 com inertia + 11x6 com "
             f"velocity + 23 actuator torques; goal = target x,y,z (z = 1.25; maze '{maze}', "
@@ -558,25 +583,26 @@ class HumanoidMaze(_MazeMixin, Humanoid):
 
     def _edit_model(self, root):
         super()._edit_model(root)
-        add_maze_walls(root, LAYOUTS[self.maze], self.cell_size, self.wall_height,
-                       self.wall_geoms, self.max_geom_pairs, self.wall_proxies)  # fmt: skip
+        add_maze_walls(root, PAPER_LAYOUTS[self.maze], self.cell_size, self.wall_height,
+                       None, self.max_geom_pairs)  # fmt: skip
 
 
 # ==========================================================================================
 # Registry entry point
 # ==========================================================================================
 
+#: the paper's ant mazes (each with its far-goals `_eval` variant) and humanoid mazes
+ANT_MAZES = ("u", "u2", "u3", "u4", "u5", "u6", "u7", "big", "hardest")
+ANT_EVAL_MAZES = ("u", "u2", "u3", "u4", "u5", "u6", "u7", "big")
+HUMANOID_MAZES = ("u", "big", "hardest")
+
 _MAKERS = {
     "reacher": Reacher,
     "ant": Ant,
-    "ant_u_maze": lambda: AntMaze("u"),
-    "ant_big_maze": lambda: AntMaze("big"),
-    "ant_hardest_maze": lambda: AntMaze("hardest"),
-    "ant_u4_maze": lambda: AntMaze("u4"),
-    "ant_u5_maze": lambda: AntMaze("u5"),
+    **{f"ant_{m}_maze": functools.partial(AntMaze, m) for m in ANT_MAZES},
+    **{f"ant_{m}_maze_eval": functools.partial(AntMaze, f"{m}_eval") for m in ANT_EVAL_MAZES},
     "humanoid": Humanoid,
-    "humanoid_u_maze": lambda: HumanoidMaze("u"),
-    "humanoid_big_maze": lambda: HumanoidMaze("big"),
+    **{f"humanoid_{m}_maze": functools.partial(HumanoidMaze, m) for m in HUMANOID_MAZES},
 }
 
 NAMES = tuple(_MAKERS)

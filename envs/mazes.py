@@ -1,7 +1,10 @@
-"""Maze layouts, generated in code: '#' is a wall cell, '.' a free cell.
+"""Maze layouts: '#' is a wall cell, every other character a free cell.
 
-Cell (row i, col j) covers x in [j, j+1) * cell_size and y in [i, i+1) * cell_size.
-Every layout has a wall border, so a point clamped to free cells stays inside the maze.
+Two families. `POINT_LAYOUTS` are this project's point mazes, generated in code; there cell
+(row i, col j) covers x in [j, j+1) and y in [i, i+1). `PAPER_LAYOUTS` are the paper's ant and
+humanoid mazes, with its start ('r') and goal ('g') cells; the robot envs place cell (i, j)'s
+centre at world (x, y) = (i, j) * cell_size, as the paper's code does, so positions (and imported
+reference checkpoints) mean the same in both. Every layout has a wall border.
 """
 
 from __future__ import annotations
@@ -66,12 +69,38 @@ def carved_maze(rooms_h: int, rooms_w: int, extra_openings: int, seed: int) -> t
     return tuple("".join("#" if w else "." for w in row) for row in grid)
 
 
-LAYOUTS: dict[str, tuple[str, ...]] = {
+#: This project's own point-maze layouts (the pure-JAX `pointmaze_*` envs; not the paper's mazes).
+POINT_LAYOUTS: dict[str, tuple[str, ...]] = {
     "u": u_maze(3),
-    "u4": u_maze(4),
-    "u5": u_maze(5),
     "big": carved_maze(3, 4, extra_openings=3, seed=7),
     "hardest": carved_maze(5, 5, extra_openings=4, seed=11),
+}
+
+# The paper's maze layouts (scaling-crl / JaxGCRL `ant_maze.py`, `humanoid_maze.py`), transcribed
+# as facts: '#' wall, 'r' the start cell, 'g' a goal cell, '.' free but neither. The `_eval`
+# variants keep the walls and start and leave only the far goal cells.
+PAPER_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "u": ("#####", "#rgg#", "###g#", "#ggg#", "#####"),
+    "u_eval": ("#####", "#r..#", "###.#", "#ggg#", "#####"),
+    "u2": ("######", "#rggg#", "####g#", "#gggg#", "######"),
+    "u2_eval": ("######", "#r...#", "####.#", "#gggg#", "######"),
+    "u3": ("#######", "#rgggg#", "#####g#", "#ggggg#", "#######"),
+    "u3_eval": ("#######", "#r....#", "#####.#", "#ggggg#", "#######"),
+    "u4": ("#####", "#ggg#", "#r#g#", "###g#", "#g#g#", "#ggg#", "#####"),
+    "u4_eval": ("#####", "#...#", "#r#.#", "###.#", "#g#.#", "#ggg#", "#####"),
+    "u5": ("########", "#gggggg#", "#r####g#", "######g#", "#g####g#", "#gggggg#", "########"),
+    "u5_eval": ("########", "#......#", "#r####.#", "######.#", "#g####g#", "#gggggg#",
+                "########"),
+    "u6": ("#######", "#ggggg#", "#r###g#", "#####g#", "#g###g#", "#ggggg#", "#######"),
+    "u6_eval": ("#######", "#.....#", "#r###.#", "#####.#", "#g###g#", "#ggggg#", "#######"),
+    "u7": ("######", "#gggg#", "#r##g#", "####g#", "#g##g#", "#gggg#", "######"),
+    "u7_eval": ("######", "#....#", "#r##.#", "####.#", "#g##g#", "#gggg#", "######"),
+    "big": ("########", "#rg##gg#", "#gg#ggg#", "##ggg###", "#gg#ggg#", "#g#gg#g#", "#ggg#gg#",
+            "########"),
+    "big_eval": ("########", "#r.##gg#", "#..#..g#", "##...###", "#..#...#", "#.#g.#g#",
+                 "#.gg#gg#", "########"),
+    "hardest": ("############", "#rggg#ggggg#", "#g##g#g#g#g#", "#gggggg#ggg#", "#g####g###g#",
+                "#gg#g#ggggg#", "##g#g#g#g###", "#gg#ggg#ggg#", "############"),
 }
 
 
@@ -83,3 +112,8 @@ def wall_grid(layout: tuple[str, ...]) -> np.ndarray:
 def free_cells(layout: tuple[str, ...]) -> np.ndarray:
     """[n_free, 2] int (row, col) of every free cell, in row-major order."""
     return np.argwhere(~wall_grid(layout))
+
+
+def marked_cells(layout: tuple[str, ...], mark: str) -> np.ndarray:
+    """[n, 2] int (row, col) of every cell marked `mark` ('r' start, 'g' goal), row-major."""
+    return np.argwhere(np.array([[ch == mark for ch in row] for row in layout]))

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill.envs.base import GoalEnv
-from crl_distill.envs.mazes import LAYOUTS, free_cells, wall_grid
+from crl_distill.envs.mazes import POINT_LAYOUTS, free_cells, wall_grid
 
 _EDGE = 1e-3  # how close (in cells) the point may get to a wall's face
 
@@ -26,6 +26,7 @@ class PointMaze(GoalEnv):
     backend = "jax"
     control_period = 0.05
     layout = "state = point x, y (cell units); goal = target x, y; goal_indices 0:2"
+    goal_distribution = "start and goal uniform in two different free cells"
 
     def __init__(self, maze: str, episode_length: int, max_speed: float = 0.2):
         if not 0 < max_speed < 1:
@@ -34,7 +35,7 @@ class PointMaze(GoalEnv):
         self.maze = maze
         self.episode_length = episode_length
         self.max_speed = max_speed
-        rows = LAYOUTS[maze]
+        rows = POINT_LAYOUTS[maze]
         self._walls_np = wall_grid(rows)
         self._free_np = free_cells(rows).astype(np.float32)
         self.walls = jnp.asarray(self._walls_np)

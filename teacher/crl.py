@@ -292,15 +292,33 @@ def sample_hindsight(
     # Logical row `lr` counts from the oldest row; the newest row has no future, so lr <= size - 2.
     lr = jax.random.randint(k_row, (batch_size,), 0, jnp.maximum(replay.size - 1, 1))
 
-    def future_room(lr):
-        t_i = replay.t[(oldest + lr) % cap, n]
-        return jnp.minimum(env.episode_length - 1 - t_i, replay.size - 1 - lr)
+    def episode_at(lr):
+        return replay.episode[(oldest + lr) % cap, n]
 
-    # An episode's last step has no future in its own episode: use its neighbour instead.
+    def future_room(lr):
+        """Rows after `lr` in the same episode. Episode ids never decrease down a column, so
+        those rows are a prefix of the rows after `lr`: binary-search its end. Episodes that
+        terminate early are shorter than `episode_length`, so `t` alone cannot tell."""
+        ep = episode_at(lr)
+
+        def halve(_, bounds):
+            lo, hi = bounds  # the end lies in [lo, hi]; row lo is known to be in the episode
+            mid = (lo + hi + 1) // 2
+            same = episode_at(mid) == ep
+            return jnp.where(same, mid, lo), jnp.where(same, hi, mid - 1)
+
+        hi = jnp.broadcast_to(replay.size - 1, lr.shape).astype(jnp.int32)
+        lo, _ = jax.lax.fori_loop(0, max(cap - 1, 1).bit_length(), halve, (lr.astype(jnp.int32), hi))
+        return lo - lr
+
+    # An episode's last step has no future in its own episode: use its neighbour instead; a
+    # one-step episode has none either, and then the goal is the step's own (as the paper's
+    # buffer does when no future exists).
     lr = jnp.where(future_room(lr) > 0, lr, jnp.where(lr > 0, lr - 1, lr + 1))
-    room = jnp.maximum(future_room(lr), 1)
+    room = future_room(lr)
     i = (oldest + lr) % cap
-    j = (i + truncated_geometric(k_off, gamma, room)) % cap
+    offset = jnp.where(room > 0, truncated_geometric(k_off, gamma, jnp.maximum(room, 1)), 0)
+    j = (i + offset) % cap
     s = env.state_size
     return {
         "state": replay.obs[i, n, :s],

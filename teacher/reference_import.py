@@ -249,6 +249,11 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
     if fmt == "auto":
         fmt = detect_format([la, lsa, lg])
     e = target_env
+    if e.reference_state_size is not None and la.in_dim == e.reference_state_size + e.goal_size:
+        raise CrlDistillError(f"{path}: a reference {e.name} checkpoint observes the reference's "
+                              f"{e.reference_state_size}-dim state, which carries the commanded "
+                              f"target (a goal leak); crl-distill's {e.name} state is "
+                              f"{e.state_size}-dim without it, so the networks cannot be mapped")
     checks = [("actor input", la.in_dim, e.observation_size, "observation (state + goal)"),
               ("actor output", la.out_dims[0], e.action_size, "action"),
               ("sa_encoder input", lsa.in_dim, e.state_size + e.action_size, "state + action"),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from crl_distill.envs import REGISTRY, brax_envs, make
-from crl_distill.envs.mazes import LAYOUTS, wall_grid
+from crl_distill.envs.mazes import PAPER_LAYOUTS, marked_cells, wall_grid
 
 BRAX = list(brax_envs.NAMES)
 N = 2
@@ -118,7 +118,7 @@ def test_maze_model_has_a_box_per_reachable_wall_cell(name):
 
     env = make(name)
     model = env.sys.mj_model
-    walls = wall_grid(LAYOUTS[env.maze])
+    walls = wall_grid(PAPER_LAYOUTS[env.maze])
     free = ~walls
     expected = {
         f"wall_{i}_{j}"
@@ -126,12 +126,12 @@ def test_maze_model_has_a_box_per_reachable_wall_cell(name):
         if free[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].any()
     }
     names = {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom)}
-    assert {n for n in names if n and n.startswith("wall_") and "proxy" not in n} == expected
+    assert {n for n in names if n and n.startswith("wall_")} == expected
     for wall in expected:
         g = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, wall)
         i, j = map(int, wall.split("_")[1:])
         np.testing.assert_allclose(
-            model.geom_pos[g][:2], [(j + 0.5) * env.cell_size, (i + 0.5) * env.cell_size]
+            model.geom_pos[g][:2], [i * env.cell_size, j * env.cell_size]  # the paper's convention
         )
         np.testing.assert_allclose(model.geom_size[g][:2], [env.cell_size / 2] * 2)
 
@@ -166,14 +166,14 @@ def test_reset_step_jit_vmap_shapes_and_goals(name):
     elif name == "ant":
         np.testing.assert_allclose(np.linalg.norm(goal, axis=1), 10.0, rtol=1e-5)
         assert (np.abs(np.asarray(state.obs)[:, :2]) <= 0.1 + 1e-6).all()  # starts at the origin
-    else:
-        centres = env._cell_centres
+    else:  # the paper's start cell (plus 0.1 reset noise) and one of its goal cells
+        layout = PAPER_LAYOUTS[env.maze]
+        goals = marked_cells(layout, "g") * env.cell_size
+        start = marked_cells(layout, "r")[0] * env.cell_size
         torso = np.asarray(state.obs)[:, :2]
         for g, t in zip(goal, torso, strict=True):
-            gi = np.argmin(np.linalg.norm(centres - g, axis=1))
-            ti = np.argmin(np.linalg.norm(centres - t, axis=1))
-            np.testing.assert_allclose(centres[gi], g, atol=1e-5)
-            assert np.linalg.norm(centres[ti] - t) <= 0.15 and gi != ti
+            assert np.min(np.linalg.norm(goals - g, axis=1)) < 1e-5
+            assert np.abs(t - start).max() <= 0.1 + 1e-6
 
 
 def test_same_seed_same_trajectory():
@@ -221,7 +221,7 @@ def test_reacher_fingertip_dist_and_success_on_hand_built_states():
 def test_ant_torso_dist_and_success_on_hand_built_states():
     c = _compiled("ant_u_maze")
     env = c.env
-    goal = np.tile(env._cell_centres[2], (N, 1))
+    goal = np.tile(marked_cells(PAPER_LAYOUTS["u"], "g")[2] * env.cell_size, (N, 1))
     q = np.tile(np.asarray(env.sys.init_q), (N, 1))
     q[:, :2] = goal + np.array([[0.3, 0.0], [0.0, -0.6]])
     qd = np.zeros((N, env.sys.qd_size()), np.float32)
@@ -240,9 +240,10 @@ def test_ant_maze_walls_block_the_ant():
     c = _compiled("ant_u_maze")
     env = c.env
     cell = env.cell_size
-    assert LAYOUTS["u"][1][0] == "#" and LAYOUTS["u"][0][1] == "#" and LAYOUTS["u"][1][1] == "."
+    u = PAPER_LAYOUTS["u"]
+    assert u[1][0] == "#" and u[0][1] == "#" and u[1][1] != "#"
     q = np.tile(np.asarray(env.sys.init_q), (N, 1))
-    q[:, :2] = 1.5 * cell  # centre of cell (1, 1); walls to the west and north (-x, -y)
+    q[:, :2] = cell  # centre of cell (1, 1); wall cells (0, 1) at -x and (1, 0) at -y
     qd = np.zeros((N, env.sys.qd_size()), np.float32)
     qd[0, :2] = [-10.0, 0.0]
     qd[1, :2] = [-7.0, -7.0]
@@ -254,10 +255,27 @@ def test_ant_maze_walls_block_the_ant():
         xy.append(np.asarray(state.obs)[:, :2])
     xy = np.stack(xy)
     assert np.isfinite(xy).all()
-    assert xy[:, :, 0].min() < cell + 0.5  # it did reach the wall ...
+    assert xy[:, :, 0].min() < cell / 2 + 0.5  # it did reach the wall ...
     margin = 0.15
     for d in ([margin, 0], [-margin, 0], [0, margin], [0, -margin]):
         assert not np.asarray(env.is_wall(jnp.asarray(xy + np.array(d)))).any()  # ... not into it
+
+
+def test_an_unhealthy_ant_ends_its_episode_and_auto_reset_restarts_it():
+    """As in the paper: torso z outside [0.2, 1.0] m ends the episode at once."""
+    from crl_distill.envs import auto_reset
+
+    c = _compiled("ant")
+    env = c.env
+    q = np.tile(np.asarray(env.sys.init_q), (N, 1))
+    q[1, 2] = 1.5  # env 1 is dropped from 1.5 m: above the healthy range; env 0 stands
+    state = c.state_at(q, np.zeros((N, env.sys.qd_size()), np.float32), np.ones((N, 2)))
+    state = c.step(state, jnp.zeros((N, env.action_size)))
+    np.testing.assert_array_equal(state.terminated, [0.0, 1.0])
+    np.testing.assert_array_equal(state.done, [0.0, 1.0])
+    fresh = jax.vmap(auto_reset, in_axes=(None, 0, 0))(env, state, _keys(3))
+    np.testing.assert_array_equal(fresh.steps, [1, 0])  # only the fallen one restarted
+    assert float(fresh.obs[1, 2]) > 0.2
 
 
 def test_blown_up_physics_keeps_state_finite():
@@ -284,7 +302,7 @@ def test_kicked_random_walks_never_enter_a_wall(name):
     n_envs, n_steps = 16, 200
     speed = 8.0 if name.startswith("ant") else 4.0
     # how close the torso centre may come to a wall cell: the ant's torso sphere has r=0.25,
-    # the humanoid's trunk proxy r=0.15 but sits 6 cm below the torso origin, which leans.
+    # the humanoid's torso capsules r=0.07-0.09, and its torso origin leans over them.
     margin = 0.1 if name.startswith("ant") else 0.05
 
     @jax.jit

@@ -5,7 +5,7 @@ import pytest
 
 from crl_distill.envs import make, names
 from crl_distill.envs.base import auto_reset
-from crl_distill.envs.mazes import LAYOUTS, free_cells, u_maze, wall_grid
+from crl_distill.envs.mazes import POINT_LAYOUTS, free_cells, u_maze, wall_grid
 from crl_distill.errors import CrlDistillError
 
 POINT_MAZES = ["pointmaze_u", "pointmaze_big", "pointmaze_hardest"]
@@ -69,7 +69,7 @@ def test_random_walk_never_enters_a_wall(name):
     """Long random walks with extreme actions (including out-of-range and NaN) stay in free cells."""
     env = make(name)
     n_envs, n_steps = 64, 2000
-    walls = wall_grid(LAYOUTS[env.maze])
+    walls = wall_grid(POINT_LAYOUTS[env.maze])
 
     def walk(key):
         k0, k1, k2 = jax.random.split(key, 3)
@@ -92,7 +92,7 @@ def test_random_walk_never_enters_a_wall(name):
 def test_reset_start_and_goal_in_different_free_cells():
     env = make("pointmaze_hardest")
     states = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 512))
-    walls = wall_grid(LAYOUTS["hardest"])
+    walls = wall_grid(POINT_LAYOUTS["hardest"])
     for xy in (np.asarray(states.obs[:, :2]), np.asarray(states.goal)):
         assert not walls[np.floor(xy[:, 1]).astype(int), np.floor(xy[:, 0]).astype(int)].any()
     same_cell = (np.floor(states.obs[:, :2]) == np.floor(states.goal)).all(axis=1)
@@ -100,7 +100,7 @@ def test_reset_start_and_goal_in_different_free_cells():
 
 
 def test_layouts_are_connected_and_bordered():
-    for name, layout in LAYOUTS.items():
+    for name, layout in POINT_LAYOUTS.items():
         walls = wall_grid(layout)
         assert walls[0].all() and walls[-1].all() and walls[:, 0].all() and walls[:, -1].all(), name
         cells = {tuple(c) for c in free_cells(layout)}

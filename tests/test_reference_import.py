@@ -55,11 +55,12 @@ def ref_forward(tree, x, n_hidden, n_heads, layer_norm, skip):
             + np.asarray(p[f"Dense_{n_hidden + j}"]["bias"]) for j in range(n_heads)]
 
 
-def write_reference_pickle(path, n_hidden, layer_norm, seed=0):
+def write_reference_pickle(path, n_hidden, layer_norm, seed=0, dims=(STATE, GOAL, ACTION)):
+    state, goal, action = dims
     rng = np.random.default_rng(seed)
-    actor = ref_tree(rng, STATE + GOAL, n_hidden, [ACTION, ACTION], layer_norm)
-    critic = {"sa_encoder": ref_tree(rng, STATE + ACTION, n_hidden, [REPR], layer_norm),
-              "g_encoder": ref_tree(rng, GOAL, n_hidden, [REPR], layer_norm)}
+    actor = ref_tree(rng, state + goal, n_hidden, [action, action], layer_norm)
+    critic = {"sa_encoder": ref_tree(rng, state + action, n_hidden, [REPR], layer_norm),
+              "g_encoder": ref_tree(rng, goal, n_hidden, [REPR], layer_norm)}
     alpha = {"log_alpha": jnp.asarray(-1.5, jnp.float32)}
     path.write_bytes(pickle.dumps((alpha, actor, critic)))
     return actor, critic
@@ -139,6 +140,21 @@ def test_mismatched_env_and_foreign_trees_fail_clearly(tmp_path):
     junk.write_bytes(b"\x80\x04garbage")
     with pytest.raises(CrlDistillError, match="not a readable pickle"):
         import_reference(junk, "pointmaze_u", tmp_path / "r5")
+
+
+def test_paper_robot_checkpoints_import_and_humanoid_ones_are_refused_with_the_reason(tmp_path):
+    # The paper's ant maze state (29, goal x-y, 8 actions) is ours: it imports.
+    ant = tmp_path / "ant.pkl"
+    write_reference_pickle(ant, 5, True, dims=(29, 2, 8))
+    run = import_reference(ant, "ant_big_maze", tmp_path / "ant_run")
+    assert load_teacher(run).env.name == "ant_big_maze"
+    # The paper's humanoid state is 268-dim and carries the target: refused, naming why.
+    hum = tmp_path / "humanoid.pkl"
+    write_reference_pickle(hum, 5, True, dims=(268, 3, 17))
+    for env in ("humanoid", "humanoid_u_maze"):
+        with pytest.raises(CrlDistillError, match="268-dim state, which carries the commanded target"):
+            import_reference(hum, env, tmp_path / env)
+        assert not (tmp_path / env).exists()
 
 
 def test_student_from_pkl_on_the_fly(tmp_path):
