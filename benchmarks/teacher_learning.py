@@ -1,7 +1,7 @@
 """Teacher learning with the CLI's default preset: the curve and the time to a success target.
 
-    python benchmarks/teacher_learning.py [--env pointmaze_u] [--target 0.9] [--seed 0]
-        [--out-dir benchmarks/results] [any `crl-distill teacher` override, e.g. --epochs 30]
+    python benchmarks/teacher_learning.py [--env pointmaze_u] [--metric success_any] [--target 0.9]
+        [--seed 0] [--epochs E] [--depth D] [--run-dir DIR] [--out-dir benchmarks/results]
 
 Runs exactly what `crl-distill teacher --env ENV` runs (same preset), then writes
 teacher_learning_<env>.json (per-epoch wall time, env steps, success_any, time at goal) and copies
@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="pointmaze_u")
+    p.add_argument("--metric", default="success_any", choices=("success_any", "time_at_goal"))
     p.add_argument("--target", type=float, default=0.9)
+    p.add_argument("--run-dir", default=None, help="keep the teacher run here (default: a temp dir)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--depth", type=int, default=4)
@@ -34,7 +36,7 @@ def main() -> None:
     from crl_distill.teacher import configure, train_teacher
 
     cfg = configure(args.env, depth=args.depth, seed=args.seed, epochs=args.epochs)
-    run_dir = Path(tempfile.mkdtemp(prefix="crl-teacher-")) / "run"
+    run_dir = Path(args.run_dir or Path(tempfile.mkdtemp(prefix="crl-teacher-")) / "run")
     t0 = time.perf_counter()
     curve = []
 
@@ -48,14 +50,16 @@ def main() -> None:
               flush=True)
 
     train_teacher(cfg, run_dir, progress=False, on_epoch=on_epoch)
-    hit = next((c for c in curve if c["success_any"] >= args.target), None)
+    hit = next((c for c in curve if c[args.metric] >= args.target), None)
     summary = {
-        "env": args.env, "target_success_any": args.target,
+        "env": args.env, "metric": args.metric, "target": args.target,
         "reached": hit is not None,
         "wall_s_to_target": hit["wall_s"] if hit else None,
         "env_steps_to_target": hit["env_steps"] if hit else None,
         "final_success_any": curve[-1]["success_any"], "best_success_any":
-            max(c["success_any"] for c in curve), "total_wall_s": curve[-1]["wall_s"],
+            max(c["success_any"] for c in curve), "final_time_at_goal": curve[-1]["time_at_goal"],
+        "best_time_at_goal": max(c["time_at_goal"] for c in curve),
+        "total_wall_s": curve[-1]["wall_s"], "run_dir": str(run_dir),
     }
     print(summary)
     out_dir = Path(args.out_dir)
