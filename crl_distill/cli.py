@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crl_distill.errors import CrlDistillError
+from crl_distill.errors import CrlDistillError, require_choice
 
 app = typer.Typer(
     add_completion=False,
@@ -252,11 +252,19 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
     student: Annotated[str | None, typer.Option(help="Student name in a student dir.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    sim: Annotated[str, typer.Option(help="Also run in this simulator: `mujoco` (native MuJoCo, "
+                                          "an exported .onnx only).")] = "none",
 ) -> None:
     """Evaluate a teacher run, a student or an exported ONNX file on fixed seeds.
 
-    Prints time at goal, success_any and final distance with 95% confidence intervals.
+    Prints time at goal, success_any and final distance with 95% confidence intervals. With
+    `--sim mujoco`, runs the exported file in the training simulator and in native MuJoCo from
+    the same starts and goals and prints both side by side.
     """
+    require_choice("--sim", sim, ("none", "mujoco"))
+    if sim == "mujoco":
+        _eval_native(from_, env, episodes, seed, as_json)
+        return
     from crl_distill.export.onnx_export import evaluate_artifact
 
     r = evaluate_artifact(from_, env=env, episodes=episodes, seed=seed, student=student)
@@ -272,6 +280,30 @@ def eval_(
     table.add_column("95% CI", justify="right")
     for k in ("success_any", "time_at_goal", "final_dist"):
         table.add_row(k, f"{r[k]:.3f}", f"± {r[k + '_ci95']:.3f}")
+    console.print(table)
+
+
+def _eval_native(path: Path, env: str | None, episodes: int, seed: int, as_json: bool) -> None:
+    from crl_distill.evaluation import evaluate_native
+
+    if path.suffix != ".onnx":
+        _fail(f"--sim mujoco runs an exported policy: {path} is not an .onnx file")
+    if env is not None:
+        _fail("--sim mujoco evaluates on the file's own robot; drop --env")
+    r = evaluate_native(str(path), episodes=episodes, seed=seed)
+    if as_json:
+        import json
+
+        print(json.dumps(r, indent=2))
+        return
+    table = Table(title=f"{path.name} on {r['env']}: training simulator vs native MuJoCo "
+                        f"({episodes} episodes, seed {seed})")
+    for col in ("metric", "brax (JAX)", "native MuJoCo", "native / brax"):
+        table.add_column(col, justify="right")
+    for k in ("success_any", "time_at_goal", "final_dist"):
+        b, n = r["brax"], r["native"]
+        table.add_row(k, f"{b[k]:.3f} ± {b[k + '_ci95']:.3f}", f"{n[k]:.3f} ± {n[k + '_ci95']:.3f}",
+                      f"{r['ratio'][k]:.2f}" if k in r["ratio"] else "")
     console.print(table)
 
 

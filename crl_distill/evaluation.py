@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill.envs.base import GoalEnv
+from crl_distill.metrics import episode_metrics, summarize
 
 #: obs [B, obs_dim] -> action [B, action_size]
 BatchPolicy = Callable[[jax.Array], jax.Array]
@@ -26,22 +27,6 @@ BatchPolicy = Callable[[jax.Array], jax.Array]
 def episode_keys(seed: int, num_episodes: int) -> jax.Array:
     """Reset keys for evaluation episodes; a function of (seed, episode index) only."""
     return jax.random.split(jax.random.PRNGKey(seed), num_episodes)
-
-
-def episode_metrics(success: jax.Array, terminated: jax.Array, dist: jax.Array) -> dict[str, jax.Array]:
-    """Per-step success, terminated, dist [T, E] -> per-episode time_at_goal, success_any,
-    final_dist [E], counting each episode up to and including its first termination."""
-    terminated = jnp.asarray(terminated, jnp.float32)
-    # counted[t] = 1 while no earlier step terminated the episode.
-    counted = jnp.cumprod(jnp.concatenate([jnp.ones_like(terminated[:1]), 1.0 - terminated[:-1]]), 0)
-    counted = (counted > 0).astype(jnp.float32)
-    success = jnp.asarray(success, jnp.float32) * counted
-    last = jnp.sum(counted, 0).astype(jnp.int32) - 1
-    return {
-        "time_at_goal": success.sum(0),
-        "success_any": (success.max(0) > 0).astype(jnp.float32),
-        "final_dist": jnp.take_along_axis(jnp.asarray(dist), last[None], 0)[0],
-    }
 
 
 def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
@@ -59,7 +44,7 @@ def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
         return s, (s.metrics["success"], s.terminated, s.metrics["dist"], obs if record_obs else None)
 
     _, (success, terminated, dist, obs) = jax.lax.scan(body, state, None, length=env.episode_length)
-    out = episode_metrics(success, terminated, dist)
+    out = episode_metrics(success, terminated, dist, xp=jnp)
     if record_obs:
         out["obs"] = obs
     return out
@@ -82,22 +67,9 @@ def rollout_host(
         state = step(state, jnp.asarray(act(obs)))
         steps.append((state.metrics["success"], state.terminated, state.metrics["dist"]))
     success, terminated, dist = (np.stack(x) for x in zip(*steps, strict=True))
-    out: dict[str, Any] = {k: np.asarray(v) for k, v in episode_metrics(success, terminated, dist).items()}
+    out: dict[str, Any] = episode_metrics(success, terminated, dist)
     if record_obs:
         out["obs"] = np.stack(seen)
-    return out
-
-
-def summarize(per_episode: dict[str, Any]) -> dict[str, float]:
-    """Means with a normal-approximation 95% interval half-width (`<name>_ci95`)."""
-    out: dict[str, float] = {}
-    for name, values in per_episode.items():
-        if name == "obs":
-            continue
-        v = np.asarray(values, dtype=np.float64)
-        out[name] = float(v.mean())
-        out[f"{name}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    out["episodes"] = float(len(np.asarray(per_episode["success_any"])))
     return out
 
 
@@ -105,3 +77,49 @@ def evaluate(env: GoalEnv, policy: BatchPolicy, num_episodes: int = 256, seed: i
     """Evaluate a jittable batch policy on `num_episodes` seeded episodes."""
     per_ep = jax.jit(lambda k: rollout_jax(env, policy, k))(episode_keys(seed, num_episodes))
     return summarize(jax.device_get(per_ep))
+
+
+def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[str, Any]:
+    """An exported policy in the training simulator and in native MuJoCo, side by side.
+
+    Both run the file through onnxruntime from the same starts and goals (the env's own reset
+    for `episode_keys(seed, episodes)`): the brax/JAX env steps one simulator, MuJoCo's C engine
+    (`crl_distill.native`, reading the model the file carries) the other. Returns
+    {"brax": summary, "native": summary, "ratio": {metric: native / brax}}.
+    """
+    from crl_distill.envs import make
+    from crl_distill.errors import CrlDistillError
+    from crl_distill.native import NativeSim
+    from crl_distill.native import rollout as native_rollout
+    from crl_distill.runtime import OnnxPolicy
+
+    if episodes < 2:
+        raise CrlDistillError("episodes must be >= 2 for an interval")
+    policy = OnnxPolicy(onnx_path)
+    spec = policy.metadata.get("native")
+    if not spec:
+        raise CrlDistillError(f"{onnx_path}: its env {policy.env!r} has no native MuJoCo model "
+                              f"(sim-to-sim runs exist for the reacher and the ant)")
+    if spec.get("env") != policy.env:
+        raise CrlDistillError(f"{onnx_path}: its native model is for {spec.get('env')!r} but the "
+                              f"policy controls {policy.env!r}")
+    env = make(policy.env)
+    if policy.state_size != env.state_size:
+        raise CrlDistillError(f"{onnx_path}: the policy observes {policy.state_size} state values "
+                              f"but native {env.name} produces {env.state_size}")
+    keys = episode_keys(seed, episodes)
+    start = jax.device_get(jax.jit(jax.vmap(env.reset))(keys))
+    brax = summarize(rollout_host(env, policy.act, keys))
+    sim = NativeSim(spec, episodes)
+    per_step = native_rollout(sim, policy.act, np.asarray(start.sim.q), np.asarray(start.sim.qd),
+                              np.asarray(start.goal), list(env.goal_indices),
+                              env.success_threshold, env.episode_length)
+    native = summarize(episode_metrics(**per_step))
+    ratio = {k: (native[k] / brax[k] if brax[k] else float("nan"))
+             for k in ("success_any", "time_at_goal")}
+    return {"source": str(onnx_path), "env": env.name, "episodes": episodes, "seed": seed,
+            "control_period": sim.control_period, "brax": brax, "native": native, "ratio": ratio}
+
+
+__all__ = ["episode_keys", "episode_metrics", "evaluate", "evaluate_native", "rollout_host", "rollout_jax",
+           "summarize"]

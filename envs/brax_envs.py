@@ -193,20 +193,57 @@ class BraxGoalEnv(GoalEnv):
     #: physics timestep (seconds) and sub-steps per env step: control_period = timestep * n_frames.
     timestep: float = 0.005
     n_frames: int = 10
+    #: actuator gears for the spring pipeline, in actuator order (None: the asset's). MuJoCo's
+    #: own solver (mjx, native MuJoCo) always uses the asset's gears, which the spring
+    #: pipeline's scaled masses would turn into a far stronger robot.
+    spring_gear: tuple[float, ...] | None = None
+    #: how `crl_distill.native` observes this robot in MuJoCo's C engine (None: not supported)
+    native_observer: str | None = None
 
     # -- model ------------------------------------------------------------------------------
     def model_xml(self) -> str:
-        """The MJCF handed to brax (the brax asset plus any edits)."""
+        """The one model definition both simulators read: the brax asset plus this env's edits,
+        with every physics setting the env uses written into it (timestep, gears, and the
+        frame skip as the custom numeric `crl_frame_skip`); nothing is overridden in code."""
         root = _asset(self.asset)
         self._edit_model(root)
+        option = root.find("option")
+        if option is None:
+            option = ET.Element("option")
+            root.insert(0, option)
+        option.set("timestep", repr(self.timestep))
+        if self.backend == "spring" and self.spring_gear is not None:
+            motors = list(root.find("actuator"))
+            if len(motors) != len(self.spring_gear):
+                raise ValueError(f"{len(self.spring_gear)} gears for {len(motors)} actuators")
+            for motor, gear in zip(motors, self.spring_gear, strict=True):
+                motor.set("gear", repr(gear))
+        custom = root.find("custom")
+        if custom is None:
+            custom = ET.SubElement(root, "custom")
+        ET.SubElement(custom, "numeric", name="crl_frame_skip", data=str(self.n_frames))
         return ET.tostring(root, encoding="unicode")
 
     def _edit_model(self, root: ET.Element) -> None:
         """Hook: edit the parsed asset in place (add walls, ...)."""
 
     def _configure(self, sys: Any) -> Any:
-        """Hook: adjust the loaded System (timestep, gears)."""
-        return sys.tree_replace({"opt.timestep": self.timestep})
+        """Hook: adjust the loaded System. Physics settings belong in `model_xml` instead, so
+        that native MuJoCo reads them too."""
+        return sys
+
+    def check_options(self) -> None:
+        if "backend" in self.options:
+            require_choice("backend", self.backend, ("spring", "mjx"))
+
+    def native_spec(self) -> dict[str, Any] | None:
+        """What `crl_distill.native` needs to run this env in MuJoCo's C engine: the model, the
+        frame skip, the observer and the termination range; None where it is not supported."""
+        if self.native_observer is None:
+            return None
+        return {"env": self.name, "mjcf": self.model_xml(), "frame_skip": self.n_frames,
+                "observer": self.native_observer, "backend": self.backend,
+                "healthy_z_range": list(getattr(self, "healthy_z_range", ())) or None}
 
     @functools.cached_property
     def sys(self) -> Any:
@@ -309,12 +346,12 @@ class Reacher(BraxGoalEnv):
     )
     #: fingertip offset in the second link's frame (the asset's fused `fingertip` body)
     tip_offset = (0.11, 0.0, 0.0)
-    gear = (25.0, 25.0)  # spring pipeline actuator strength, as in the reference
+    spring_gear = (25.0, 25.0)  # as in the reference
     target_radius = 0.2
-
-    def _configure(self, sys):
-        sys = super()._configure(sys)
-        return sys.replace(actuator=sys.actuator.replace(gear=jnp.asarray(self.gear)))
+    native_observer = "reacher"
+    #: `reacher:backend=mjx` simulates with MuJoCo's own solver (and the asset's gears), the
+    #: physics a native MuJoCo controller meets
+    options = {"backend": str}
 
     def _tip(self, ps) -> tuple[jax.Array, jax.Array]:
         link = self.link_index("body1")
@@ -368,6 +405,7 @@ class Ant(_HealthyTorso, BraxGoalEnv):
     control_period = 0.05
     layout = "state = 15 qpos (torso x,y first) + 14 qvel; goal = target x,y; goal_indices 0:2"
     healthy_z_range = (0.2, 1.0)
+    native_observer = "qpos_qvel"
     goal_dist = 10.0
     options = {"goal_dist": float}
     reset_noise = 0.1
@@ -512,17 +550,13 @@ class Humanoid(_HealthyTorso, BraxGoalEnv):
     target_z = 1.25
     goal_range = (1.0, 5.0)
     #: spring-pipeline actuator gears (11 abdomen/leg motors, 6 arm motors), as in the reference
-    gear = (350.0,) * 11 + (100.0,) * 6
+    spring_gear = (350.0,) * 11 + (100.0,) * 6
 
     def _edit_model(self, root):
         # As in the reference, every body geom touches the floor (brax's asset: only the feet),
         # so a fallen humanoid lies on the floor instead of sinking through it.
         for geom in root.find("worldbody/body").iter("geom"):
             geom.set("contype", "1")
-
-    def _configure(self, sys):
-        sys = super()._configure(sys)
-        return sys.replace(actuator=sys.actuator.replace(gear=jnp.asarray(self.gear)))
 
     def _ctrl(self, action):
         lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]

@@ -210,6 +210,10 @@ def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str,
         "crl_distill_version": __version__, "params_sha256": params_sha256(ex.params),
         "source": str(ex.source), **{k: v for k, v in ex.info.items() if v is not None},
         "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")),
+        # The robot's model for sim-to-sim runs in native MuJoCo (`crl-distill eval --sim mujoco`,
+        # examples/robot_controller.py); absent where the env has none.
+        **({"native": env.native_spec()} if getattr(env, "native_spec", None) and env.native_spec()
+           else {}),
     }
 
 

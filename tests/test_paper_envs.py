@@ -18,7 +18,7 @@ from crl_distill.envs.brax_envs import ANT_EVAL_MAZES, ANT_MAZES, HUMANOID_MAZES
 from crl_distill.envs.mazes import PAPER_LAYOUTS, marked_cells, wall_grid
 from crl_distill.envs.pointmaze import PointMaze
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import episode_metrics
+from crl_distill.metrics import episode_metrics
 from crl_distill.teacher.crl import CRL, Replay, TeacherConfig, replay_insert, sample_hindsight
 
 # -- time per env step -------------------------------------------------------------------------

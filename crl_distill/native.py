@@ -1,0 +1,135 @@
+"""A crl-distill robot in MuJoCo's own C engine (the `mujoco` package): no JAX, no brax.
+
+This is the simulator a robot team's controllers already use, so running an exported policy here
+is the sim-to-sim check before hardware. The robot is the env's one model definition
+(`BraxGoalEnv.model_xml`: timestep, gears and the frame skip, as the custom numeric
+`crl_frame_skip`, are all in it), which an exported file carries in its metadata (`native`), so
+nothing here is configured in code per simulator. The observation is computed as the JAX env
+computes it, and early termination follows the same torso-height rule.
+
+    sim = NativeSim(spec, num_envs=128)        # spec: OnnxPolicy(...).metadata["native"]
+    sim.set_state(q, qd); goal = ...
+    for _ in range(episode_length):
+        sim.step(policy.act(np.concatenate([sim.state(), goal], 1)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from crl_distill.errors import CrlDistillError
+
+
+def _observe_reacher(model: mujoco.MjModel) -> Callable[[mujoco.MjData], np.ndarray]:
+    """cos(q0, q1), sin(q0, q1), fingertip xyz, fingertip world-frame velocity (10)."""
+    tip = model.body("fingertip").id
+    vel = np.zeros(6)
+
+    def observe(data: mujoco.MjData) -> np.ndarray:
+        q = data.qpos[:2]
+        # [angular, linear] velocity of the fingertip body's origin, in world orientation.
+        mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, tip, vel, 0)
+        return np.concatenate([np.cos(q), np.sin(q), data.xpos[tip], vel[3:]])
+
+    return observe
+
+
+def _observe_qpos_qvel(model: mujoco.MjModel) -> Callable[[mujoco.MjData], np.ndarray]:
+    """All joint positions then velocities (the ant: 15 + 14); brax's free-joint convention
+    (world linear, body angular velocity) is MuJoCo's."""
+    return lambda data: np.concatenate([data.qpos, data.qvel])
+
+
+OBSERVERS: dict[str, Callable[[mujoco.MjModel], Callable[[mujoco.MjData], np.ndarray]]] = {
+    "reacher": _observe_reacher,
+    "qpos_qvel": _observe_qpos_qvel,
+}
+
+
+class NativeSim:
+    """`num_envs` copies of one robot, stepped together.
+
+    spec: {"env", "mjcf", "observer", "healthy_z_range"} as written by
+    `BraxGoalEnv.native_spec` (and stored in exported files as metadata `native`).
+    """
+
+    def __init__(self, spec: dict[str, Any], num_envs: int = 1):
+        try:
+            self.model = mujoco.MjModel.from_xml_string(spec["mjcf"])
+            observer = OBSERVERS[spec["observer"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CrlDistillError(f"native MuJoCo model for {spec.get('env')!r} is unusable: "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        skip = self.model.numeric("crl_frame_skip").data if _has_numeric(self.model) else None
+        if skip is None or len(skip) != 1 or skip[0] < 1:
+            raise CrlDistillError("native MuJoCo model has no crl_frame_skip numeric")
+        self.env = spec.get("env")
+        self.frame_skip = int(skip[0])
+        self.control_period = self.frame_skip * float(self.model.opt.timestep)
+        self.healthy_z_range = spec.get("healthy_z_range")
+        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        self._observe = observer(self.model)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.datas)
+
+    def set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
+        """q [E, nq], qd [E, nv]: joint positions and velocities (the JAX env's `sim.q/qd`)."""
+        q, qd = np.asarray(q, np.float64), np.asarray(qd, np.float64)
+        if q.shape != (self.num_envs, self.model.nq) or qd.shape != (self.num_envs, self.model.nv):
+            raise CrlDistillError(f"native state shapes {q.shape}, {qd.shape} do not fit "
+                                  f"{self.num_envs} x (nq {self.model.nq}, nv {self.model.nv})")
+        for data, qi, qdi in zip(self.datas, q, qd, strict=True):
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:], data.qvel[:] = qi, qdi
+            mujoco.mj_forward(self.model, data)
+
+    def step(self, action: np.ndarray) -> None:
+        """action [E, A] in [-1, 1] (clipped, as the JAX env clips): one control period."""
+        action = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -1.0, 1.0)
+        for data, a in zip(self.datas, action, strict=True):
+            data.ctrl[:] = a
+            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+
+    def state(self) -> np.ndarray:
+        """[E, state_size] float32, laid out as the JAX env's state."""
+        return np.stack([self._observe(d) for d in self.datas]).astype(np.float32)
+
+    def terminated(self, state: np.ndarray) -> np.ndarray:
+        """[E] bool: the torso height (state[:, 2]) left the healthy range, if the env has one."""
+        if not self.healthy_z_range:
+            return np.zeros(len(state), bool)
+        lo, hi = self.healthy_z_range
+        return (state[:, 2] < lo) | (state[:, 2] > hi)
+
+
+def _has_numeric(model: mujoco.MjModel) -> bool:
+    try:
+        model.numeric("crl_frame_skip")
+    except KeyError:
+        return False
+    return True
+
+
+def rollout(sim: NativeSim, act: Callable[[np.ndarray], np.ndarray], q: np.ndarray,
+            qd: np.ndarray, goal: np.ndarray, goal_indices: list[int], threshold: float,
+            steps: int) -> dict[str, np.ndarray]:
+    """One episode per env from the given starts: per-step success, terminated and distance
+    [T, E] (feed them to `crl_distill.metrics.episode_metrics`)."""
+    sim.set_state(q, qd)
+    goal = np.asarray(goal, np.float32)
+    success, terminated, dist = [], [], []
+    for _ in range(steps):
+        sim.step(act(np.concatenate([sim.state(), goal], 1)))
+        state = sim.state()
+        d = np.linalg.norm(state[:, goal_indices] - goal, axis=1)
+        success.append(d < threshold)
+        terminated.append(sim.terminated(state))
+        dist.append(d)
+    return {"success": np.stack(success), "terminated": np.stack(terminated),
+            "dist": np.stack(dist)}

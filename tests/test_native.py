@@ -1,0 +1,135 @@
+"""Sim-to-sim: the env's one model definition in native MuJoCo (`crl_distill.native`), the
+exported file carrying it, and `crl-distill eval --sim mujoco`."""
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+from helpers import fixed_teacher
+
+from crl_distill.distill import DistillConfig, distill
+from crl_distill.envs import make
+from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import evaluate_native
+from crl_distill.export import export
+from crl_distill.native import NativeSim
+from crl_distill.runtime import read_metadata
+
+
+@pytest.mark.parametrize("name", ["reacher", "reacher:backend=mjx", "ant", "humanoid_u_maze"])
+def test_the_model_carries_every_physics_setting(name):
+    """Timestep, gears and frame skip live in the MJCF that both simulators read."""
+    env = make(name)
+    model = mujoco.MjModel.from_xml_string(env.model_xml())
+    assert model.opt.timestep == pytest.approx(env.timestep)
+    assert int(model.numeric("crl_frame_skip").data[0]) == env.n_frames
+    np.testing.assert_allclose(np.asarray(env.sys.actuator.gear), model.actuator_gear[:, 0])
+    if name == "reacher":
+        np.testing.assert_allclose(model.actuator_gear[:, 0], [25, 25])  # the paper's spring gear
+    if name == "reacher:backend=mjx":
+        np.testing.assert_allclose(model.actuator_gear[:, 0], [200, 200])  # MuJoCo's own
+        assert ET.fromstring(env.model_xml()).find("option").get("timestep") == repr(env.timestep)
+
+
+def test_mjx_reacher_and_native_mujoco_follow_the_same_trajectory():
+    """The same action sequence from the same start: MJX and MuJoCo's C engine agree to 1e-3
+    over 50 steps (2 s); the spring pipeline, a different physics, does not."""
+    for name, agrees in (("reacher:backend=mjx", True), ("reacher", False)):
+        env = make(name)
+        n = 4
+        state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), n))
+        sim = NativeSim(env.native_spec(), n)
+        sim.set_state(np.asarray(state.sim.q), np.asarray(state.sim.qd))
+        step = jax.jit(jax.vmap(env.step))
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for _ in range(50):
+            a = rng.uniform(-1, 1, (n, env.action_size)).astype(np.float32)
+            state = step(state, jnp.asarray(a))
+            sim.step(a)
+            worst = max(worst, np.abs(sim.state() - np.asarray(state.obs)[:, : env.state_size]).max())
+        assert (worst < 1e-3) == agrees, (name, worst)
+
+
+def test_native_termination_follows_the_torso_rule():
+    env = make("ant")
+    sim = NativeSim(env.native_spec(), 3)
+    state = np.zeros((3, env.state_size), np.float32)
+    state[:, 2] = [0.1, 0.5, 1.5]
+    np.testing.assert_array_equal(sim.terminated(state), [True, False, True])
+
+
+def _reacher_onnx(tmp, env):
+    students = distill(fixed_teacher(env=env), students="1x16", out=tmp / "s", progress=False,
+                       config=DistillConfig(iterations=1, num_envs=8, steps_per_iter=10,
+                                            sgd_steps_per_iter=5, eval_episodes=2))
+    return export(students.out_dir, out=tmp / "reacher.onnx", skip_gates=True).path
+
+
+@pytest.fixture(scope="module")
+def reacher_onnx(tmp_path_factory):
+    # The spring reacher compiles in a fraction of MJX's time on CPU; the MJX file is a slow test.
+    return _reacher_onnx(tmp_path_factory.mktemp("native"), "reacher")
+
+
+def test_export_carries_the_native_model_and_eval_runs_both_simulators(reacher_onnx):
+    meta = read_metadata(reacher_onnx)
+    assert meta["native"]["env"] == "reacher"
+    assert meta["native"]["mjcf"] == make("reacher").model_xml()
+    r = evaluate_native(str(reacher_onnx), episodes=4, seed=0)
+    assert r["brax"]["episodes"] == r["native"]["episodes"] == 4
+    assert r["control_period"] == pytest.approx(0.04)
+    for side in ("brax", "native"):
+        assert 0 <= r[side]["time_at_goal"] <= 1000 and np.isfinite(r[side]["final_dist"])
+
+
+@pytest.mark.slow
+def test_mjx_file_scores_the_same_in_mjx_and_native_mujoco(tmp_path):
+    """The same file, starts and goals, and the same physics (MJX vs MuJoCo): the same outcome."""
+    r = evaluate_native(str(_reacher_onnx(tmp_path, "reacher:backend=mjx")), episodes=8, seed=0)
+    for k in ("success_any", "time_at_goal"):
+        assert r["native"][k] == pytest.approx(r["brax"][k], abs=0.13 if k == "success_any" else 15)
+    assert abs(r["native"]["final_dist"] - r["brax"]["final_dist"]) < 0.02
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "crl_distill", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_sim_mujoco_bad_inputs_are_one_line(tmp_path, reacher_onnx):
+    cases = [
+        (["eval", "--from", str(tmp_path / "missing.onnx"), "--sim", "mujoco"], "missing.onnx"),
+        (["eval", "--from", str(tmp_path), "--sim", "mujoco"], "not an .onnx file"),
+        (["eval", "--from", str(reacher_onnx), "--sim", "mujoco", "--env", "ant"], "drop --env"),
+        (["eval", "--from", str(reacher_onnx), "--sim", "bullet"], "--sim must be one of"),
+    ]
+    for args, match in cases:
+        res = _cli(*args)
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and match in lines[0], (args, res.stderr)
+
+
+def test_a_file_without_a_native_model_or_for_another_robot_is_refused(tmp_path, reacher_onnx):
+    import onnx
+
+    from crl_distill.export.onnx_export import METADATA_PREFIX
+
+    for change, match in ((None, "has no native MuJoCo model"),
+                          ("ant", "native model is for 'ant'")):
+        model = onnx.load(reacher_onnx)
+        for prop in model.metadata_props:
+            if prop.key == METADATA_PREFIX + "native":
+                native = {**json.loads(prop.value), "env": change}
+                prop.value = json.dumps(None if change is None else native)
+        path = tmp_path / f"edited-{change}.onnx"
+        onnx.save(model, path)
+        with pytest.raises(CrlDistillError, match=match):
+            evaluate_native(str(path), episodes=2)
