@@ -3,7 +3,9 @@
     run_dir/config.json        every setting, env facts, package versions
     run_dir/metrics.jsonl      one line per epoch (deterministic: same seed, same bytes on CPU)
     run_dir/timing.jsonl       wall-clock seconds and SPS per epoch
-    run_dir/checkpoints/       epoch-NNNNNN.npz (the whole training carry; last two kept)
+    run_dir/checkpoints/       epoch-NNNNNN.npz (the whole training carry; last two kept) and
+                               best.npz (parameters of the epoch with the best evaluation,
+                               by success_any then time at goal: `--from RUN/checkpoints/best.npz`)
     run_dir/learning_curve.png at the end
 """
 
@@ -60,6 +62,13 @@ def teacher_param_counts(cfg: TeacherConfig, env: GoalEnv) -> dict[str, int]:
 
 def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
+
+
+def _eval_rank(row: dict) -> tuple[float, float]:
+    """How a checkpoint's evaluation ranks: success_any first, then time at goal (which tells
+    apart policies that all reach the goal, such as a reacher that holds it from one that
+    sweeps through it)."""
+    return (row["eval/success_any"], row["eval/time_at_goal"])
 
 
 def _tree_finite(tree: Any) -> bool:
@@ -154,6 +163,10 @@ def train_teacher(
             timing = {"epoch": epoch, "seconds": seconds, "sps": cfg.env_steps_per_epoch / seconds}
             # Checkpoint first: a kill between the two writes loses only a metrics line, which
             # the resume rewrites from the checkpoint's epoch.
+            if not rows or _eval_rank(row) > max(map(_eval_rank, rows)):
+                params_only = ts.replace(actor_opt=None, critic_opt=None, alpha_opt=None)
+                _save(run_dir, Carry(train=params_only, replay=None, env_state=None, episode=None,
+                                     key=None), cfg, epoch + 1, name="best.npz")
             _save(run_dir, carry, cfg, epoch + 1)
             append_jsonl(run_dir / "metrics.jsonl", row)
             append_jsonl(run_dir / "timing.jsonl", timing)
@@ -172,10 +185,10 @@ def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
     return rows
 
 
-def _save(run_dir: Path, carry: Carry, cfg: TeacherConfig, epoch: int) -> None:
+def _save(run_dir: Path, carry: Carry, cfg: TeacherConfig, epoch: int, name: str | None = None) -> None:
     meta = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "env": cfg.env,
             "teacher": cfg.to_dict(), "crl_distill": __version__}
-    save_pytree(run_dir / "checkpoints" / f"epoch-{epoch:06d}.npz", carry, meta)
+    save_pytree(run_dir / "checkpoints" / (name or f"epoch-{epoch:06d}.npz"), carry, meta)
     for old in _checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
 

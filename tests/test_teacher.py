@@ -171,6 +171,20 @@ def test_run_directory_contents(tiny_run):
     assert len(list((out / "checkpoints").glob("epoch-*.npz"))) == 2  # older ones pruned
 
 
+def test_best_checkpoint_is_the_best_evaluated_epoch_and_loads(tiny_run):
+    from crl_distill.checkpoint import read_meta
+    from crl_distill.teacher.train import CHECKPOINT_FORMAT
+
+    out, _ = tiny_run
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    ranks = [(r["eval/success_any"], r["eval/time_at_goal"]) for r in rows]
+    best = out / "checkpoints" / "best.npz"
+    assert read_meta(best, CHECKPOINT_FORMAT)["epoch"] == ranks.index(max(ranks)) + 1
+    t = load_teacher(best)
+    assert t.source == best and t.act(jnp.zeros((1, t.env.observation_size))).shape == (1, 2)
+    assert best.stat().st_size < (out / "checkpoints" / "epoch-000003.npz").stat().st_size / 2
+
+
 def test_loader_gives_a_callable_policy_and_embeddings(tiny_run):
     out, _ = tiny_run
     t = load_teacher(out)
