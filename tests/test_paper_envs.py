@@ -237,3 +237,24 @@ def test_state_sizes_and_the_stated_humanoid_difference():
     assert sizes == {"reacher": 10, "ant": 29, "ant_hardest_maze": 29, "humanoid": 246}
     assert make("humanoid").reference_state_size == 268
     assert make("ant").reference_state_size is None
+
+
+def test_envs_listing_fits_80_columns_and_shows_dt_termination_and_goals():
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "crl_distill", "envs"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(x) for x in lines) <= 80
+    header = next(x for x in lines if "name" in x and "dt s" in x)
+    for col in ("obs", "act", "goal", "steps", "succ<", "term"):
+        assert col in header
+    table = {x.split("│")[1].strip(): x for x in lines if x.startswith("│")}
+    assert set(names()) <= set(table)  # every name in full, none cut
+    assert "0.04" in table["reacher"] and "0.015" in table["humanoid_u_maze"]
+    text = " ".join(lines)
+    assert "torso z outside [0.2, 1] m" in text and "one of its 6 goal cells" in text
+    assert "246-dim" in text  # the stated humanoid difference
