@@ -29,7 +29,8 @@ METRICS = ("eval/success_any", "eval/time_at_goal")
 
 def _brief(report: dict) -> list[dict]:
     keep = ("name", "actor_params", "flops_per_action", "eval/success_any", "eval/success_any_ci95",
-            "eval/time_at_goal", "eval/time_at_goal_ci95", "retention", "action_mse",
+            "eval/time_at_goal", "eval/time_at_goal_ci95", "retention", "retention_time_at_goal",
+            "action_mse",
             "param_fraction_of_teacher_actor")
     return [{k: r[k] for k in keep} for r in report["students"]]
 
@@ -98,12 +99,13 @@ def main() -> None:
         result["teacher"] = {k: t[k] for k in ("actor_params", "eval/success_any",
                                                "eval/time_at_goal")}
         result["students"] = _brief(main_report)
-        print(f"\nteacher success_any {t['eval/success_any']:.3f} ({t['actor_params']:,} actor "
-              f"params)")
+        print(f"\nteacher success_any {t['eval/success_any']:.3f}, time at goal "
+              f"{t['eval/time_at_goal']:.1f} ({t['actor_params']:,} actor params)")
         for r in result["students"]:
             print(f"  {r['name']:>6}: success_any {r['eval/success_any']:.3f} retention "
-                  f"{r['retention']:.3f} ({100 * r['param_fraction_of_teacher_actor']:.2f}% of the "
-                  f"teacher's params)")
+                  f"{r['retention']:.3f}; time at goal {r['eval/time_at_goal']:.1f} +- "
+                  f"{r['eval/time_at_goal_ci95']:.1f}, retention {r['retention_time_at_goal']:.3f} "
+                  f"({100 * r['param_fraction_of_teacher_actor']:.2f}% of the teacher's params)")
 
     if args.hard_students:
         hard_teacher = args.hard_teacher or teacher
@@ -147,12 +149,15 @@ def plot(result: dict, path: Path) -> None:
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "students":
             rows = sorted(result["students"], key=lambda r: r["actor_params"])
-            ax.plot([r["actor_params"] for r in rows], [r["retention"] for r in rows], marker="o")
+            ax.plot([r["actor_params"] for r in rows], [r["retention"] for r in rows], marker="o",
+                    label="success_any")
+            ax.plot([r["actor_params"] for r in rows], [r["retention_time_at_goal"] for r in rows],
+                    marker="s", label="time at goal")
             for r in rows:
                 ax.annotate(r["name"], (r["actor_params"], r["retention"]), xytext=(4, 4),
                             textcoords="offset points", fontsize=8)
             ax.axhline(0.95, color="C3", ls=":", lw=0.8, label="95%")
-            ax.set(xscale="log", xlabel="student actor params", ylabel="retention (success_any)",
+            ax.set(xscale="log", xlabel="student actor params", ylabel="retention (student / teacher)",
                    title=f"retention vs size (DAgger), teacher "
                          f"{result['teacher']['actor_params']:,} params")
             ax.legend()
