@@ -63,10 +63,11 @@ def main() -> None:
     }
     print(summary)
     out_dir = Path(args.out_dir)
-    write_json(out_dir / f"teacher_learning_{args.env}.json",
+    stem = f"teacher_learning_{args.env}".replace(":", "_").replace("=", "_").replace(",", "_")
+    write_json(out_dir / f"{stem}.json",
                {"machine": machine_info(), "config": cfg.to_dict(), "summary": summary,
                 "curve": curve})
-    shutil.copy(run_dir / "learning_curve.png", out_dir / f"teacher_learning_{args.env}.png")
+    shutil.copy(run_dir / "learning_curve.png", out_dir / f"{stem}.png")
 
 
 if __name__ == "__main__":
