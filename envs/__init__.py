@@ -23,6 +23,15 @@ def _pointmaze(maze: str, episode_length: int) -> Callable[[], GoalEnv]:
     return make_env
 
 
+def _arm(name: str) -> Callable[[], GoalEnv]:
+    def make_env() -> GoalEnv:
+        from crl_distill.envs import arm
+
+        return arm.ARM_MAKERS[name]()
+
+    return make_env
+
+
 def _brax(name: str) -> Callable[[], GoalEnv]:
     def make_env() -> GoalEnv:
         from crl_distill.envs import brax_envs
@@ -37,6 +46,7 @@ REGISTRY: dict[str, Callable[[], GoalEnv]] = {
     "pointmaze_big": _pointmaze("big", episode_length=250),
     "pointmaze_hardest": _pointmaze("hardest", episode_length=400),
     **{n: _brax(n) for n in BRAX_NAMES},
+    **{n: _arm(n) for n in ("arm_reach", "arm_push_easy", "arm_push_hard", "arm_binpick_hard")},
 }
 
 

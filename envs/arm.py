@@ -14,9 +14,10 @@ arm_push_hard     end-effector vel x,y,z, finger distance (17)
 arm_binpick_hard
 ================  ==========================================================  ===============
 
-The end effector is the flange (`link7`'s frame origin, 0.107 m above the hand frame), and its
-velocity is that point's world-frame linear velocity; the finger distance is the distance
-between the two finger frames (0 closed, 0.16 m fully open). Success: goal distance < 0.1 m.
+The end effector is the flange (`link7`'s frame origin; the hand frame sits 0.107 m further
+along the flange's z axis), and its velocity is that point's world-frame linear velocity; the
+finger distance is the distance between the two finger frames (0 closed, 0.16 m fully open).
+Success: goal distance < 0.1 m.
 
 Actions, in [-1, 1]: joint targets for joints 1, 2, 4 and 6, mapped linearly onto
 [0.3491, 2.7925], [0, 1.48353], [-3.0718, -0.0698] and [2.3562, 3.7525] rad (joints 3 and 5 are
@@ -24,8 +25,13 @@ held at 0 and joint 7 at 1.4487 rad), plus, except for reaching, a binary grippe
 (> 0 closes the fingers fully, <= 0 opens them fully). The targets drive affine position servos
 with the reference's gains; for joints 3-7 the servo gain is below its stiffness (joints 3-4:
 2000 vs 3500, joints 5-7: 1000 vs 2000), so those joints settle near 0.57x (joint 4) and 0.5x
-(joints 6, 7) of the commanded target. That is the reference's behaviour, kept on purpose: a
-policy trained here drives the arm as one trained there would.
+(joints 6, 7) of the commanded target. The arm joints themselves have no armature or damping
+and joints 1, 3, 5 and 7 no limits: the reference's XML asks for them through a default class
+that brax's body fusing detaches, so its tasks run without them. Both are the reference's
+behaviour as it runs, kept on purpose: a policy trained here drives the arm as one trained there
+would. Checked by replaying the same actions in both: 40 random-action steps give the same
+observations to 4 decimals; scripted push-easy and bin-pick episodes replayed open loop end
+at the same goal distance (to 1e-4 m).
 
 Starts and goals (uniform in boxes; the arm always starts at the same pose,
 q = [1.571, 0.742, 0, -1.571, 0, 3.054, 1.449], fingers 0.04 m open each):
@@ -83,7 +89,22 @@ TABLE_Z = 0.0
 _PAIR_FRICTION = "1 1 0.005 0.0001 0.0001"
 
 
+def cpu_compiler_options() -> dict[str, Any]:
+    """XLA options for `jax.jit(..., compiler_options=...)` of arm physics; {} off CPU.
+
+    On CPU, XLA's newer fusion emitters turn mjx's vmapped step into code 70-600x slower than
+    with them off (2 cores: 64 arm_reach envs run 2.6 instead of 1,640 env steps/s; 2
+    arm_push_easy envs take 1.2 s instead of 17 ms per step) and take ~2x longer to compile.
+    Setting XLA_FLAGS=--xla_cpu_use_fusion_emitters=false before jax starts does the same
+    process-wide. The spring-pipeline envs do not need it (ant: same speed either way).
+    """
+    import jax
+
+    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
+
+
 def _model_root() -> ET.Element:
+    """Our arm model, parsed (`envs/assets/arm_panda.xml`, installed as package data)."""
     return ET.fromstring((resources.files("crl_distill.envs") / "assets" / "arm_panda.xml").read_text())
 
 
@@ -169,6 +190,7 @@ class ArmEnv(BraxGoalEnv):
         return jnp.concatenate([targets, jnp.stack([grip, grip])])
 
     def _observe(self, ps: Any, ctrl: jax.Array | None) -> jax.Array:
+        """Physics state -> state vector [state_size] (layout in the module docstring)."""
         eef = self.link_index("link7")
         parts = [ps.q[self._arm_q], ps.x.pos[eef], ps.xd.vel[eef]]
         if self.has_cube:
@@ -186,18 +208,22 @@ class ArmEnv(BraxGoalEnv):
         fingers = jnp.full(2, FINGER_START) if self.has_gripper else jnp.zeros(0)
         return jnp.concatenate([cube, arm, fingers])
 
-    def _sample_goal(self, key: jax.Array) -> jax.Array:
-        half = jnp.array([self.goal_noise, self.goal_noise, 0.0])
-        return jnp.asarray(self.goal_centre) + half * jax.random.uniform(key, (3,), minval=-1.0)
-
-    def _reset(self, key):
+    def sample_start(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """key -> (q [q_size] start pose, goal [3]); pure, builds no physics (tests, host sims)."""
         k_cube, k_goal = jax.random.split(key)
         cube_xy = jnp.asarray(self.cube_centre) + self.cube_noise * jax.random.uniform(
             k_cube, (2,), minval=-1.0
         )
-        q = self.start_q(cube_xy)
+        # Goals vary in x and y only; z is the height of a cube resting on the table.
+        half = jnp.array([self.goal_noise, self.goal_noise, 0.0])
+        goal = jnp.asarray(self.goal_centre) + half * jax.random.uniform(k_goal, (3,), minval=-1.0)
+        return self.start_q(cube_xy), goal
+
+    def _reset(self, key):
+        q, goal = self.sample_start(key)
+        # The reference starts every episode at rest (zero velocities), without arm noise.
         ps = self._physics_init(q, jnp.zeros(self.sys.qd_size()))
-        return ps, self._finite(self._observe(ps, None)), self._sample_goal(k_goal)
+        return ps, self._finite(self._observe(ps, None)), goal
 
 
 class ArmReach(ArmEnv):
@@ -232,13 +258,9 @@ class ArmReach(ArmEnv):
                       pos=f"{c[0]} {c[1]} {c[2]}", size=f"{h} {h} {h}", contype="0",
                       conaffinity="0", rgba="0.9 0.1 0.1 0.15")
 
-    def _sample_goal(self, key):
-        return jnp.asarray(self.goal_centre) + self.goal_noise * jax.random.uniform(key, (3,), minval=-1.0)
-
-    def _reset(self, key):
-        q = self.start_q()
-        ps = self._physics_init(q, jnp.zeros(self.sys.qd_size()))
-        return ps, self._finite(self._observe(ps, None)), self._sample_goal(key)
+    def sample_start(self, key):
+        goal = jnp.asarray(self.goal_centre) + self.goal_noise * jax.random.uniform(key, (3,), minval=-1.0)
+        return self.start_q(), goal
 
 
 class ArmPushEasy(ArmEnv):

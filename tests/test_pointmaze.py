@@ -46,7 +46,7 @@ def test_dist_and_success_on_hand_built_states():
     cases = [((1.5, 1.5), 0.0), ((1.5, 1.99), 0.49), ((1.5, 2.01), 0.51), ((2.5, 1.5), 1.0),
              ((1.5, 1.7), 0.2)]
     for pos, dist in cases:
-        s = env._pack(jnp.array(pos), jnp.array(pos), goal, state.steps)
+        s = env._pack(jnp.array(pos), jnp.array(pos), goal, state.steps, state.terminated > 0)
         assert float(s.metrics["dist"]) == pytest.approx(dist, abs=1e-6)
         assert float(s.metrics["success"]) == float(dist < env.success_threshold)
 

@@ -55,7 +55,7 @@ def test_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, m
     out = tmp_path / "run"
     with pytest.raises(NonFiniteError, match=r"non-finite .* epoch 1 .*SGD steps up to 20"):
         train_teacher(TeacherConfig(**MICRO), out, progress=False)
-    ckpts = sorted((out / "checkpoints").glob("*.npz"))
+    ckpts = sorted((out / "checkpoints").glob("epoch-*.npz"))
     assert [c.name for c in ckpts] == ["epoch-000001.npz"]
     from crl_distill.teacher import load_teacher
 
@@ -95,7 +95,7 @@ def _run_cli(argv, capsys):
 
 
 def test_corrupt_inputs_end_with_one_line_and_exit_code_2(artifacts, tmp_path, capsys):
-    ckpt = sorted((artifacts["run"] / "checkpoints").glob("*.npz"))[-1]
+    ckpt = sorted((artifacts["run"] / "checkpoints").glob("epoch-*.npz"))[-1]
     student_file = artifacts["students"] / "student-1x16.npz"
     bad_teacher = _corrupt_variants(ckpt, tmp_path, "teacher")
     bad_student = _corrupt_variants(student_file, tmp_path, "student")

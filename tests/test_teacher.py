@@ -207,7 +207,7 @@ def test_loader_rejects_foreign_and_corrupt_files(tiny_run, tmp_path):
     np.savez(foreign, w=np.zeros(3))
     with pytest.raises(CrlDistillError, match="no header"):
         load_teacher(foreign)
-    ckpt = sorted((out / "checkpoints").glob("*.npz"))[-1]
+    ckpt = sorted((out / "checkpoints").glob("epoch-*.npz"))[-1]
     truncated = tmp_path / "trunc.npz"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     with pytest.raises(CrlDistillError):
@@ -232,7 +232,7 @@ def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_pat
 
     with pytest.raises(Killed):
         train_teacher(TeacherConfig(**TINY), out, progress=False, on_epoch=kill)
-    assert len(list((out / "checkpoints").glob("*.npz"))) == 1
+    assert len(list((out / "checkpoints").glob("epoch-*.npz"))) == 1
     resumed = train_teacher(TeacherConfig(**{**TINY, "epochs": 99}), out, resume=True,
                             progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
