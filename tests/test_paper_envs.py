@@ -23,7 +23,7 @@ from crl_distill.teacher.crl import CRL, Replay, TeacherConfig, replay_insert, s
 
 # -- time per env step -------------------------------------------------------------------------
 
-PAPER_DT = {"reacher": 0.04, "ant": 0.05, "humanoid": 0.03}
+PAPER_DT = {"reacher": 0.04, "ant": 0.05, "humanoid": 0.03, "arm": 0.05}
 
 
 @pytest.mark.parametrize("name", [n for n in names() if not n.startswith("pointmaze")])
