@@ -24,7 +24,6 @@ are also timed with XLA's defaults, which run mjx's vmapped step 70-600x slower 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -321,41 +320,13 @@ def summarize(dists: np.ndarray, threshold: float) -> dict[str, Any]:
     }
 
 
-def throughput(env: Any, num_envs: int, steps: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Env steps per second of a jitted, vmapped `lax.scan` of random actions (compile excluded),
-    compiled with XLA `options`."""
-    import jax
-
-    @functools.partial(jax.jit, compiler_options=options)
-    def rollout(key):
-        k_reset, k_act = jax.random.split(key)
-        state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
-
-        def body(s, k):
-            a = jax.random.uniform(k, (num_envs, env.action_size), minval=-1, maxval=1)
-            return jax.vmap(env.step)(s, a), None
-
-        state, _ = jax.lax.scan(body, state, jax.random.split(k_act, steps))
-        return state.obs.sum()
-
-    t0 = time.perf_counter()
-    rollout(jax.random.PRNGKey(0)).block_until_ready()
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for i in range(2):
-        t0 = time.perf_counter()
-        rollout(jax.random.PRNGKey(i + 1)).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return {"env": env.name, "num_envs": num_envs, "steps": steps, "compiler_options": options,
-            "compile_s": compile_s, "seconds": best, "env_steps_per_s": num_envs * steps / best}
-
-
 #: scripted episode length per task (env steps of 0.05 s)
 EPISODE_STEPS = {"arm_push_easy": 120, "arm_push_hard": 200, "arm_binpick_hard": 150}
 
 
 def main() -> None:
     from _common import machine_info, write_json
+    from env_throughput import measure
 
     from crl_distill.envs.arm import ARM_MAKERS, cpu_compiler_options
 
@@ -383,7 +354,7 @@ def main() -> None:
         if fast and task in args.default_xla_tasks.split(","):
             variants.append(("XLA defaults", {}, args.default_xla_steps))
         for label, options, steps in variants:
-            r = throughput(ARM_MAKERS[task](), args.throughput_envs, steps, options)
+            r = measure(task, args.throughput_envs, steps, options, repeats=2)
             r["variant"] = label
             speed.append(r)
             print(f"{task:<18} {r['num_envs']} envs, {label}: {r['env_steps_per_s']:,.1f} env steps/s "
