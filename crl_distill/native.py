@@ -64,7 +64,10 @@ class NativeSim:
         except (KeyError, TypeError, ValueError) as e:
             raise CrlDistillError(f"native MuJoCo model for {spec.get('env')!r} is unusable: "
                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        skip = self.model.numeric("crl_frame_skip").data if _has_numeric(self.model) else None
+        try:
+            skip = self.model.numeric("crl_frame_skip").data
+        except KeyError:
+            skip = None
         if skip is None or len(skip) != 1 or skip[0] < 1:
             raise CrlDistillError("native MuJoCo model has no crl_frame_skip numeric")
         self.env = spec.get("env")
@@ -106,14 +109,6 @@ class NativeSim:
             return np.zeros(len(state), bool)
         lo, hi = self.healthy_z_range
         return (state[:, 2] < lo) | (state[:, 2] > hi)
-
-
-def _has_numeric(model: mujoco.MjModel) -> bool:
-    try:
-        model.numeric("crl_frame_skip")
-    except KeyError:
-        return False
-    return True
 
 
 def rollout(sim: NativeSim, act: Callable[[np.ndarray], np.ndarray], q: np.ndarray,

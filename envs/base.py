@@ -89,6 +89,10 @@ class GoalEnv:
     def check_options(self) -> None:
         """Raise ValueError naming the problem when an option set by `make` is out of range."""
 
+    def native_spec(self) -> dict[str, Any] | None:
+        """How `crl_distill.native` runs this env in MuJoCo's C engine; None: it cannot."""
+        return None
+
     def _terminated(self, sim: Any, state_vec: jax.Array) -> jax.Array:
         """[] bool: the episode ends now, before its time limit. Default: never."""
         return jnp.zeros((), bool)

@@ -212,8 +212,7 @@ def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str,
         "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")),
         # The robot's model for sim-to-sim runs in native MuJoCo (`crl-distill eval --sim mujoco`,
         # examples/robot_controller.py); absent where the env has none.
-        **({"native": env.native_spec()} if getattr(env, "native_spec", None) and env.native_spec()
-           else {}),
+        **({"native": native} if (native := env.native_spec()) else {}),
     }
 
 
