@@ -17,7 +17,7 @@ rescaled. An episode counts as solved when the cube ends within 0.1 m of the goa
 Rollouts run the real env (`jax.vmap(env.step)` under jit, mjx physics) for all seeds at once;
 the controller runs on the host between steps. Throughput is a jitted `lax.scan` of random
 actions at `--throughput-envs` vmapped envs (compile excluded, best of 2), compiled on CPU with
-XLA's fusion emitters off (`crl_distill.envs.arm.cpu_compiler_options`); `--default-xla-tasks`
+XLA's fusion emitters off (the env's `jit_options`); `--default-xla-tasks`
 are also timed with XLA's defaults, which run mjx's vmapped step 70-600x slower on CPU.
 """
 
@@ -280,9 +280,7 @@ def env_rollouts(env: Any, seeds: int, steps: int) -> dict[str, Any]:
     """Scripted episodes on the env itself: `seeds` envs stepped together under jit + vmap."""
     import jax
 
-    from crl_distill.envs.arm import cpu_compiler_options
-
-    opts = cpu_compiler_options()
+    opts = env.jit_options
     keys = jax.vmap(jax.random.PRNGKey)(np.arange(seeds))
     state = jax.jit(jax.vmap(env.reset), compiler_options=opts)(keys)
     step = jax.jit(jax.vmap(env.step), compiler_options=opts)
@@ -328,7 +326,7 @@ def main() -> None:
     from _common import machine_info, write_json
     from env_throughput import measure
 
-    from crl_distill.envs.arm import ARM_MAKERS, cpu_compiler_options
+    from crl_distill.envs.arm import ARM_MAKERS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tasks", default=",".join(EPISODE_STEPS))
@@ -348,8 +346,8 @@ def main() -> None:
         print(f"{task:<18} scripted successes {r['successes']:>2}/{r['seeds']} "
               f"({r['successes_from_outside']}/{r['started_outside']} of those starting outside 0.1 m; "
               f"ever within 0.1 m: {r['ever_successes']}; {r['seconds']:.0f} s)", flush=True)
-    fast = cpu_compiler_options()
     for task in filter(None, args.throughput_tasks.split(",")):
+        fast = ARM_MAKERS[task]().jit_options
         variants = [("fusion emitters off" if fast else "XLA defaults", fast, args.throughput_steps)]
         if fast and task in args.default_xla_tasks.split(","):
             variants.append(("XLA defaults", {}, args.default_xla_steps))

@@ -107,6 +107,8 @@ def teacher(
     iters_per_epoch: Annotated[int | None, typer.Option(help="Iterations per epoch.")] = None,
     num_eval_envs: Annotated[int | None, typer.Option(help="Evaluation episodes per epoch.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    alpha_lr: Annotated[float | None, typer.Option(
+        help="Adam learning rate of log(alpha), the entropy weight [CPU 3e-3, GPU 3e-4].")] = None,
     energy: Annotated[str, typer.Option(help="Critic energy: l2 | dot | cosine.")] = "l2",
     contrastive_loss: Annotated[str, typer.Option(
         help="InfoNCE direction: forward | backward | symmetric.")] = "forward",
@@ -153,6 +155,7 @@ def teacher(
             num_envs=num_envs, batch_size=batch_size, epochs=epochs, unroll_length=unroll_length,
             updates_per_iter=updates_per_iter, iters_per_epoch=iters_per_epoch,
             num_eval_envs=num_eval_envs, learning_rate=learning_rate, energy=energy,
+            alpha_learning_rate=alpha_lr,
             contrastive_loss=contrastive_loss, logsumexp_penalty=logsumexp_penalty, seed=seed,
         )
         out = out or Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -185,6 +188,10 @@ def student(
     w_embed: Annotated[float, typer.Option(help="Weight of the embedding MSE.")] = 1.0,
     w_relational: Annotated[float, typer.Option(help="Weight of the logit-matrix KL.")] = 0.0,
     layer_norm: Annotated[bool, typer.Option("--layer-norm", help="LayerNorm in students.")] = False,
+    obs_state: Annotated[str | None, typer.Option(
+        help="Teacher state elements students see, e.g. 0:15,21 [all]; goal always.")] = None,
+    obs_history: Annotated[int, typer.Option(
+        help="Past observations (of those elements) students also see.")] = 0,
     episodes: Annotated[int, typer.Option(help="Evaluation episodes (same seeds).")] = 256,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console output.")] = True,
@@ -192,7 +199,9 @@ def student(
     """Distill shallow student policies from a teacher (`--from RUN_DIR`).
 
     Trains every student in `--students`, evaluates students and teacher on the same seeds and
-    writes student checkpoints, distill_report.json and retention.png.
+    writes student checkpoints, distill_report.json and retention.png. With --obs-state and
+    --obs-history a student sees less than its teacher (a deployable sensor set); the teacher
+    still labels from its full state.
     """
     from crl_distill.distill import DistillConfig, distill
 
@@ -201,10 +210,11 @@ def student(
         sgd_steps_per_iter=sgd_steps, batch_size=batch_size, learning_rate=learning_rate,
         beta0=beta0, beta_decay=beta_decay, action_loss=action_loss, w_action=w_action,
         w_embed=w_embed, w_relational=w_relational, eval_episodes=episodes, seed=seed)
-    from crl_distill.student import parse_students
+    from crl_distill.obs_spec import ObsSpec
 
-    specs = parse_students(students, encoders=encoders, layer_norm=layer_norm)
-    result = distill(from_, students=specs, out=out, config=cfg, env=env, progress=progress)
+    obs = ObsSpec.parse(obs_state, obs_history)
+    result = distill(from_, students=students, out=out, config=cfg, env=env, progress=progress,
+                     encoders=encoders, layer_norm=layer_norm, obs=obs)
     console.print(f"students written to [bold]{result.out_dir}[/]")
 
 
@@ -218,17 +228,22 @@ def export(
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
     skip_gates: Annotated[bool, typer.Option(
         "--skip-gates", help="Skip the parity gates (recorded in the file's metadata).")] = False,
+    format_: Annotated[str, typer.Option(
+        "--format", help="onnx | c (also a dependency-free C99 policy.h/.c; students).")] = "onnx",
+    cc: Annotated[str | None, typer.Option(help="C compiler for the C gates [cc].")] = None,
 ) -> None:
     """Export a student (or teacher) policy to ONNX and run the parity gates.
 
     Gates: onnx checker + shape inference; onnxruntime vs JAX max |diff| <= 1e-5 at batch
     1/2/7/64 (and onnx.reference); closed-loop success parity on the same seeds. A failed gate
-    exits non-zero and leaves nothing at the target path.
+    exits non-zero and leaves nothing at the target path. --format c adds policy.h/policy.c
+    (weights as static arrays, no malloc), compiled with -std=c99 -Wall -Wextra -Werror and
+    matched against the ONNX file within 1e-5.
     """
     from crl_distill.export import export as run_export
 
     res = run_export(from_, out=out, student=student, skip_gates=skip_gates, episodes=episodes,
-                     seed=seed)
+                     seed=seed, fmt=format_, cc=cc)
     g = res.report["gates"]
     if g.get("skipped"):
         console.print(f"[yellow]gates skipped[/]; wrote [bold]{res.path}[/]")
@@ -242,6 +257,11 @@ def export(
         f"\n  closed loop: success {cl['success_episodes_onnx']}/{cl['episodes']} (ONNX) vs "
         f"{cl['success_episodes_jax']}/{cl['episodes']} (JAX); action deviation max "
         f"{cl['action_deviation_max']:.2e}", highlight=False)
+    if res.c_paths:
+        c = res.report["c"]
+        console.print(f"wrote [bold]{', '.join(map(str, res.c_paths))}[/]\n  C vs ONNX: max |diff| "
+                      f"{c['max_abs_diff']:.2e} on {c['observations']} obs ({c['golden']} golden), "
+                      f"{c['warnings']} compiler warnings ({c['flags']})", highlight=False)
 
 
 @app.command("eval")

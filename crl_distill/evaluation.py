@@ -57,7 +57,8 @@ def rollout_host(
 
     With `record_obs`, also returns the observations seen, [T, E, obs_dim].
     """
-    reset, step = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
+    reset = jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)
+    step = jax.jit(jax.vmap(env.step), compiler_options=env.jit_options)
     state = reset(keys)
     steps, seen = [], []
     for _ in range(env.episode_length):
@@ -75,7 +76,8 @@ def rollout_host(
 
 def evaluate(env: GoalEnv, policy: BatchPolicy, num_episodes: int = 256, seed: int = 0) -> dict:
     """Evaluate a jittable batch policy on `num_episodes` seeded episodes."""
-    per_ep = jax.jit(lambda k: rollout_jax(env, policy, k))(episode_keys(seed, num_episodes))
+    run = jax.jit(lambda k: rollout_jax(env, policy, k), compiler_options=env.jit_options)
+    per_ep = run(episode_keys(seed, num_episodes))
     return summarize(jax.device_get(per_ep))
 
 
@@ -104,14 +106,17 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[
         raise CrlDistillError(f"{onnx_path}: its native model is for {spec.get('env')!r} but the "
                               f"policy controls {policy.env!r}")
     env = make(policy.env)
-    if policy.state_size != env.state_size:
-        raise CrlDistillError(f"{onnx_path}: the policy observes {policy.state_size} state values "
-                              f"but native {env.name} produces {env.state_size}")
+    if policy.env_state_size != env.state_size:
+        what = "its observation spec reads" if policy.obs_spec is not None else "it observes"
+        raise CrlDistillError(f"{onnx_path}: {what} {policy.env_state_size} state values but "
+                              f"native {env.name} produces {env.state_size}")
     keys = episode_keys(seed, episodes)
-    start = jax.device_get(jax.jit(jax.vmap(env.reset))(keys))
-    brax = summarize(rollout_host(env, policy.act, keys))
+    start = jax.device_get(jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)(keys))
+    policy.reset()
+    brax = summarize(rollout_host(env, policy.act_env, keys))
     sim = NativeSim(spec, episodes)
-    per_step = native_rollout(sim, policy.act, np.asarray(start.sim.q), np.asarray(start.sim.qd),
+    policy.reset()
+    per_step = native_rollout(sim, policy.act_env, np.asarray(start.sim.q), np.asarray(start.sim.qd),
                               np.asarray(start.goal), list(env.goal_indices),
                               env.success_threshold, env.episode_length)
     native = summarize(episode_metrics(**per_step))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from crl_distill.errors import CrlDistillError
+from crl_distill.obs_spec import ObsSpec, ObsStacker
 
 METADATA_PREFIX = "crl_distill."
 
@@ -116,15 +117,60 @@ class OnnxPolicy:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "obs":
             raise CrlDistillError(f"{self.path}: expected one input named 'obs'")
-        self.observation_size = int(self.metadata["observation_size"])
-        self.state_size = int(self.metadata["state_size"])
-        self.goal_size = self.observation_size - self.state_size
+        #: the graph's input: concat(state, goal), or a student's stacked input
+        self.input_size = int(self.metadata["observation_size"])
+        self.goal_size = self.input_size - int(self.metadata["state_size"])
+        self.obs_spec, self._stacker = self._read_obs_spec()
+        if self.obs_spec is None:
+            self.state_size = int(self.metadata["state_size"])
+            #: the env's state size this policy was made for
+            self.env_state_size = self.state_size
+        else:
+            self.env_state_size = int(self.metadata["observation_spec"]["teacher_state_size"])
+            self.state_size = self.obs_spec.kept_size(self.env_state_size)
+        #: what `act` takes: the current state (the student's own, where it has a spec) + goal
+        self.observation_size = self.state_size + self.goal_size
         self.action_size = int(self.metadata["action_size"])
         lo, hi = self.metadata.get("action_bounds", [-1.0, 1.0])
         self.action_low, self.action_high = float(lo), float(hi)
         self.env = self.metadata.get("env")
         self.control_period = float(self.metadata.get("control_period", 0.0))
         self._out_name = self.session.get_outputs()[0].name
+
+    def _read_obs_spec(self) -> tuple[ObsSpec | None, ObsStacker | None]:
+        raw = self.metadata.get("observation_spec")
+        if raw is None:
+            return None, None
+        try:
+            spec = ObsSpec(raw["state_indices"], int(raw["history"]))
+            teacher = int(raw["teacher_state_size"])
+            spec.check(teacher)
+        except (KeyError, TypeError, ValueError, CrlDistillError) as e:
+            raise CrlDistillError(f"{self.path}: malformed observation_spec metadata ({e})") from None
+        if spec.input_size(teacher, self.goal_size) != self.input_size:
+            raise CrlDistillError(f"{self.path}: observation_spec does not match the graph's "
+                                  f"input size {self.input_size}")
+        # The stacker works on [kept state, goal] rows, so its own spec keeps them all.
+        return spec, ObsStacker(ObsSpec(None, spec.history), spec.kept_size(teacher))
+
+    def reset(self, rows: Any = None) -> None:
+        """Start new episodes (all rows, or those in `rows`): forget the observation history
+        of a student that stacks past observations; a no-op for every other policy."""
+        if self._stacker is not None:
+            self._stacker.reset(rows)
+
+    def from_env_obs(self, obs: Any) -> np.ndarray:
+        """The env's full observation [.., env_state_size + goal] -> what `act` takes (the
+        student's kept state elements + goal); identity for a policy without a spec."""
+        x = self._check(obs, self.env_state_size + self.goal_size, "env obs")
+        if self.obs_spec is None:
+            return x
+        s = self.env_state_size
+        return np.concatenate([self.obs_spec.select(x[..., :s]), x[..., s:]], axis=-1)
+
+    def act_env(self, obs: Any) -> np.ndarray:
+        """`act` on the env's full observation (simulators); call `reset()` at episode starts."""
+        return self.act(self.from_env_obs(obs))
 
     @property
     def providers(self) -> list[str]:
@@ -150,7 +196,11 @@ class OnnxPolicy:
         return a
 
     def act(self, obs: Any = None, *, state: Any = None, goal: Any = None) -> np.ndarray:
-        """obs [obs_size] or [B, obs_size] (or state + goal) -> action [A] or [B, A], float32."""
+        """obs [obs_size] or [B, obs_size] (or state + goal) -> action [A] or [B, A], float32.
+
+        For a student with an observation spec, obs is its own current observation (the kept
+        state elements + goal); a student that stacks past observations keeps them here, per
+        batch row, until `reset()`."""
         if obs is None:
             if state is None or goal is None:
                 raise PolicyInputError("give obs, or both state and goal")
@@ -166,6 +216,8 @@ class OnnxPolicy:
             x = self._check(obs, self.observation_size, "obs")
         single = x.ndim == 1
         batch = np.ascontiguousarray(x[None] if single else x)
+        if self._stacker is not None:
+            batch = self._stacker(batch)
         action = self.session.run([self._out_name], {"obs": batch})[0]
         if not np.isfinite(action).all():
             # A finite input gave a non-finite action: the file is damaged; never actuate it.

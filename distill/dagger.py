@@ -24,6 +24,7 @@ import optax
 from flax import struct
 
 from crl_distill.envs.base import GoalEnv, auto_reset
+from crl_distill.envs.observed import observed, teacher_obs
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.student.model import StudentConfig, init_student, make_student
 from crl_distill.teacher.crl import energy_matrix
@@ -169,12 +170,15 @@ class Distiller:
     def __init__(self, teacher: Any, scfg: StudentConfig, dcfg: DistillConfig):
         self.teacher, self.scfg, self.dcfg = teacher, scfg, dcfg
         self.env: GoalEnv = teacher.env
+        #: the env as the student sees it (its observation spec); the teacher labels from the
+        #: full observation underneath
+        self.senv: GoalEnv = observed(teacher.env, scfg.obs_spec)
         self.modules = make_student(scfg, self.env.action_size)
         self.optimizer = optax.adam(dcfg.learning_rate)
         self.energy = teacher.config.energy
 
     def init(self, key: jax.Array) -> DistillState:
-        env, d = self.env, self.dcfg
+        env, d = self.senv, self.dcfg
         k_p, k_env, key = jax.random.split(key, 3)
         params = init_student(self.scfg, k_p, env.observation_size, env.state_size,
                               env.goal_size, env.action_size)
@@ -185,28 +189,31 @@ class Distiller:
             env_state=jax.vmap(env.reset)(jax.random.split(k_env, d.num_envs)),
             key=key, iteration=jnp.zeros((), jnp.int32))
 
-    def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array) -> dict:
-        """Teacher labels for states obs [B, O] and executed actions [B, A]."""
+    def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array,
+              student_obs: jax.Array | None = None) -> dict:
+        """Teacher labels for teacher observations obs [B, O] and executed actions [B, A];
+        the row keeps `student_obs` (default: obs), the input the student learns from."""
         crl, env = self.teacher.crl, self.env
         mean, log_std = crl.actor.apply(teacher_params["actor"], obs)
         phi, psi = crl.embed(teacher_params["critic"], obs[:, : env.state_size], action,
                              obs[:, env.state_size:])
-        return {"obs": obs, "action": action, "t_mean": mean, "t_log_std": log_std,
-                "t_phi": phi, "t_psi": psi}
+        return {"obs": obs if student_obs is None else student_obs, "action": action,
+                "t_mean": mean, "t_log_std": log_std, "t_phi": phi, "t_psi": psi}
 
     def rollout(self, teacher_params: dict, student_params: dict, env_state: Any, key: jax.Array,
                 beta: jax.Array, steps: int):
         """`steps` steps of every env with the beta mixture; returns labels [steps*N, ...]
         and the fraction of steps the teacher acted."""
-        env, n = self.env, env_state.obs.shape[0]
+        env, n = self.senv, env_state.obs.shape[0]
 
         def body(s, k):
             k_mix, k_reset = jax.random.split(k)
-            t_action = jnp.tanh(self.teacher.crl.actor.apply(teacher_params["actor"], s.obs)[0])
+            full = teacher_obs(env, s)
+            t_action = jnp.tanh(self.teacher.crl.actor.apply(teacher_params["actor"], full)[0])
             s_action = jnp.tanh(self.modules.policy.apply(student_params["policy"], s.obs)[0])
             use_teacher = jax.random.bernoulli(k_mix, beta, (n,))
             action = jnp.where(use_teacher[:, None], t_action, s_action)
-            rows = self.label(teacher_params, s.obs, action)
+            rows = self.label(teacher_params, full, action, s.obs)
             s = jax.vmap(env.step)(s, action)
             s = jax.vmap(auto_reset, in_axes=(None, 0, 0))(env, s, jax.random.split(k_reset, n))
             return s, (rows, use_teacher.mean())
@@ -232,7 +239,7 @@ class Distiller:
             batch = {f.name: getattr(ds, f.name)[idx] for f in dataclasses.fields(ds)
                      if f.name != "size"}
             (_, m), grad = jax.value_and_grad(distill_loss, has_aux=True)(
-                params, batch, self.scfg, d, self.env, self.energy)
+                params, batch, self.scfg, d, self.senv, self.energy)
             upd, opt_state = self.optimizer.update(grad, opt_state, params)
             return (optax.apply_updates(params, upd), opt_state), m
 

@@ -23,6 +23,7 @@ from crl_distill.checkpoint import load_pytree, save_pytree
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import evaluate
 from crl_distill.fileio import atomic_write, atomic_write_json
+from crl_distill.obs_spec import ObsSpec
 from crl_distill.student.model import (
     StudentConfig,
     count_params,
@@ -87,10 +88,10 @@ def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:
 
 def heldout_metrics(distiller: Distiller, teacher: Teacher, params: dict, seed: int) -> dict:
     """Action MSE and embedding cosine on teacher-visited states the student never trained on."""
-    env = teacher.env
+    env = distiller.senv
     keys = jax.random.split(jax.random.PRNGKey(seed + 7919), 32)
     env_state = jax.vmap(env.reset)(keys)
-    _, rows, _ = jax.jit(distiller.rollout, static_argnums=5)(
+    _, rows, _ = jax.jit(distiller.rollout, static_argnums=5, compiler_options=env.jit_options)(
         teacher.params, params, env_state, jax.random.PRNGKey(seed + 104729), jnp.float32(1.0),
         env.episode_length)
     m = distiller.modules
@@ -125,9 +126,10 @@ def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
     one iteration.
     """
     dist = Distiller(teacher, scfg, dcfg)
-    init = jax.jit(dist.init)
-    collect = jax.jit(dist.collect)
-    train = jax.jit(dist.train, donate_argnums=0)
+    xla = teacher.env.jit_options
+    init = jax.jit(dist.init, compiler_options=xla)
+    collect = jax.jit(dist.collect, compiler_options=xla)
+    train = jax.jit(dist.train, donate_argnums=0, compiler_options=xla)
     key = jax.random.PRNGKey(dcfg.seed)
     identity = {"student": dataclasses.asdict(scfg), "distill": dataclasses.asdict(dcfg),
                 "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}
@@ -168,19 +170,25 @@ def distill(
     encoders: bool = False,
     layer_norm: bool = False,
     progress: bool = True,
+    obs: ObsSpec | None = None,
 ) -> DistillResult:
     """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
 
+    `obs` sets what students given as a string observe (default: the teacher's observation).
     Everything is validated (teacher file, env, specs) before anything is written.
     """
     dcfg = config or DistillConfig()
-    specs = (parse_students(students, encoders=encoders, layer_norm=layer_norm)
+    obs = obs or ObsSpec()
+    specs = (parse_students(students, encoders=encoders, layer_norm=layer_norm,
+                            state_indices=obs.state_indices, history=obs.history)
              if isinstance(students, str) else list(students))
     if not specs:
         raise CrlDistillError("no students given")
     t = resolve_teacher(teacher, env)
     # Student encoders regress onto the teacher's embeddings, so they share its size.
     specs = [dataclasses.replace(s, repr_dim=t.config.repr_dim) for s in specs]
+    for s in specs:
+        s.obs_spec.check(t.env.state_size, f"{t.config.env}'s state")
     out_dir = Path(out) if out is not None else default_out_dir(t)
     tenv = t.env
     console = _console(progress)
@@ -225,26 +233,28 @@ def distill(
                     f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
                     f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} "
                     f"action loss {r['loss/action']:.4f}"))
-        ev = evaluate(tenv, _student_policy(scfg, tenv, params), dcfg.eval_episodes, dcfg.seed)
         dist = Distiller(t, scfg, dcfg)
+        senv = dist.senv
+        ev = evaluate(senv, _student_policy(scfg, senv, params), dcfg.eval_episodes, dcfg.seed)
         actor_params = count_params(params["policy"])
-        pfn = jax.jit(_student_policy(scfg, tenv, params))
+        pfn = jax.jit(_student_policy(scfg, senv, params))
         row = {
             "name": scfg.name,
             "student": dataclasses.asdict(scfg),
             "actor_params": actor_params,
             "params": count_params(params),
             "param_fraction_of_teacher_actor": actor_params / tcounts["actor"],
-            "flops_per_action": policy_flops(scfg, tenv.observation_size, tenv.action_size),
+            "observation": senv.layout if senv is not tenv else "teacher's",
+            "flops_per_action": policy_flops(scfg, senv.observation_size, senv.action_size),
             **{f"eval/{k}": v for k, v in ev.items()},
             "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
             "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
             **heldout_metrics(dist, t, params, dcfg.seed),
-            "latency_batch1": latency_us(pfn, jnp.zeros((1, tenv.observation_size))),
+            "latency_batch1": latency_us(pfn, jnp.zeros((1, senv.observation_size))),
             "history": history,
         }
         path = save_student(final, scfg, params,
-                            {**info_common, "history": history,
+                            {**info_common, "env_facts": senv.describe(), "history": history,
                              "summary": {k: v for k, v in row.items() if k != "history"}})
         (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
         paths[scfg.name] = path

@@ -89,20 +89,6 @@ TABLE_Z = 0.0
 _PAIR_FRICTION = "1 1 0.005 0.0001 0.0001"
 
 
-def cpu_compiler_options() -> dict[str, Any]:
-    """XLA options for `jax.jit(..., compiler_options=...)` of arm physics; {} off CPU.
-
-    On CPU, XLA's newer fusion emitters turn mjx's vmapped step into code 70-600x slower than
-    with them off (2 cores: 64 arm_reach envs run 2.6 instead of 1,640 env steps/s; 2
-    arm_push_easy envs take 1.2 s instead of 17 ms per step) and take ~2x longer to compile.
-    Setting XLA_FLAGS=--xla_cpu_use_fusion_emitters=false before jax starts does the same
-    process-wide. The spring-pipeline envs do not need it (ant: same speed either way).
-    """
-    import jax
-
-    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
-
-
 def _model_root() -> ET.Element:
     """Our arm model, parsed (`envs/assets/arm_panda.xml`, installed as package data)."""
     return ET.fromstring((resources.files("crl_distill.envs") / "assets" / "arm_panda.xml").read_text())

@@ -66,6 +66,12 @@ class GoalEnv:
     options: dict[str, type] = {}
 
     @property
+    def jit_options(self) -> dict[str, Any]:
+        """XLA compiler options for `jax.jit(..., compiler_options=env.jit_options)` of any
+        function that steps this env; {} where the defaults are best."""
+        return {}
+
+    @property
     def goal_size(self) -> int:
         return len(self.goal_indices)
 

@@ -61,6 +61,7 @@ def main() -> None:
     success, dist = np.zeros((steps, args.episodes)), np.zeros((steps, args.episodes))
     for ep in range(args.episodes):
         goal = reacher_start(sim, rng)
+        policy.reset()  # a student that stacks past observations starts a fresh history
         next_tick = time.perf_counter()
         last_tick = None
         for t in range(steps):
@@ -70,7 +71,8 @@ def main() -> None:
             last_tick = now
             t0 = time.perf_counter()
             try:
-                action = policy.act(state=sim.state()[0], goal=goal)
+                # The file picks the elements its student observes from the full state.
+                action = policy.act_env(np.concatenate([sim.state()[0], goal]))
             except PolicyError:  # a bad sensor reading: hold still rather than actuate garbage
                 action, rejected = np.zeros(policy.action_size, np.float32), rejected + 1
             infer_us.append((time.perf_counter() - t0) * 1e6)

@@ -29,8 +29,10 @@ import numpy as np
 from crl_distill import __version__
 from crl_distill.checkpoint import peek_format
 from crl_distill.envs import GoalEnv, make
-from crl_distill.errors import CrlDistillError
+from crl_distill.envs.observed import observed
+from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
+from crl_distill.export import c_export
 from crl_distill.fileio import atomic_write_bytes, atomic_write_json
 from crl_distill.runtime import METADATA_PREFIX
 
@@ -80,7 +82,7 @@ def _student_exportable(path: Path) -> Exportable:
     from crl_distill.student.model import load_student
 
     s = load_student(path)
-    env = make(s.env_name)
+    env = observed(make(s.env_name), s.config.obs_spec)
     critic = None
     if s.config.encoders:
         def critic(state_action, goal, s=s):
@@ -198,6 +200,12 @@ def set_metadata(model: Any, meta: dict[str, Any]) -> None:
 
 def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str, Any]:
     env = ex.env
+    facts = env.describe()
+    spec = ({"observation_spec": {**facts["student_obs"],
+                                  "teacher_state_size": facts["teacher_state_size"]},
+             "input": "obs = concat(kept state now, kept state at t-1 .. t-history, goal), "
+                      "float32 [batch, observation_size]; see observation_spec"}
+            if "student_obs" in facts else {})
     return {
         "format": POLICY_FORMAT, "version": 1, "kind": ex.kind, "name": ex.name,
         "env": env.name, "observation_size": env.observation_size, "state_size": env.state_size,
@@ -209,7 +217,7 @@ def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str,
         "output": "action = tanh(mean), float32 [batch, action_size]",
         "crl_distill_version": __version__, "params_sha256": params_sha256(ex.params),
         "source": str(ex.source), **{k: v for k, v in ex.info.items() if v is not None},
-        "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")),
+        "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")), **spec,
         # The robot's model for sim-to-sim runs in native MuJoCo (`crl-distill eval --sim mujoco`,
         # examples/robot_controller.py); absent where the env has none.
         **({"native": native} if (native := env.native_spec()) else {}),
@@ -244,7 +252,8 @@ def parity_observations(ex: Exportable, seed: int, n_real: int = 1024, n_random:
     """Real states from JAX rollouts of the policy plus random observations, [N, O] float32."""
     env = ex.env
     n_eps = max(1, -(-n_real // env.episode_length))
-    rec = jax.jit(lambda k: rollout_jax(env, ex.policy, k, record_obs=True))(
+    rec = jax.jit(lambda k: rollout_jax(env, ex.policy, k, record_obs=True),
+                  compiler_options=env.jit_options)(
         episode_keys(seed + 31337, n_eps))
     real = np.asarray(rec["obs"]).reshape(-1, env.observation_size)
     rng = np.random.default_rng(seed)
@@ -283,7 +292,8 @@ def gate_closed_loop(model: Any, ex: Exportable, episodes: int, seed: int) -> di
     """onnxruntime in the loop vs the JAX evaluation, same seeds."""
     sess = _ort_session(model.SerializeToString())
     keys = episode_keys(seed, episodes)
-    jax_eps = jax.device_get(jax.jit(lambda k: rollout_jax(ex.env, ex.policy, k))(keys))
+    jax_eps = jax.device_get(jax.jit(lambda k: rollout_jax(ex.env, ex.policy, k),
+                                     compiler_options=ex.env.jit_options)(keys))
     host = rollout_host(ex.env, lambda o: sess.run(None, {"obs": o.astype(np.float32)})[0], keys,
                         record_obs=True)
     seen = host["obs"].reshape(-1, ex.env.observation_size)
@@ -323,17 +333,31 @@ class ExportResult:
     report_path: Path
     report: dict
     critic_path: Path | None = None
+    #: policy.h and policy.c beside the ONNX file (`fmt="c"`)
+    c_paths: list[Path] = field(default_factory=list)
+
+
+FORMATS = ("onnx", "c")
 
 
 def export(source: str | Path, out: str | Path | None = None, student: str | None = None,
-           skip_gates: bool = False, episodes: int = 128, seed: int = 0) -> ExportResult:
+           skip_gates: bool = False, episodes: int = 128, seed: int = 0, fmt: str = "onnx",
+           cc: str | None = None) -> ExportResult:
     """Trace, check and write `out` (default: policy.onnx next to the source) atomically.
 
-    On a failed gate nothing is written at `out`; export_report.json beside it names the gate.
+    fmt="c" also writes a dependency-free C99 policy.h / policy.c beside it (students only),
+    gated against the ONNX file (`export.c_export`). On a failed gate nothing is written at
+    `out`; export_report.json beside it names the gate.
     """
     if episodes < 1:
         raise CrlDistillError("episodes must be >= 1")
+    require_choice("format", fmt, FORMATS)
     ex = resolve(source, student)
+    if fmt == "c":
+        if ex.kind != "student":
+            raise CrlDistillError("C export is for students (plain MLPs); export the teacher as "
+                                  "ONNX, or distill it first")
+        c_export.find_cc(cc)  # fail before tracing when there is no compiler
     src_dir = ex.source.parent.parent if ex.source.parent.name == "checkpoints" else ex.source.parent
     out = Path(out) if out is not None else src_dir / ("policy.onnx" if ex.kind == "student"
                                                       else "teacher.onnx")
@@ -366,14 +390,34 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
         set_metadata(critic, {**build_metadata(ex, [], {"checker": {"passed": True}}),
                               "format": POLICY_FORMAT + "-critic"})
         critic_path = out.with_name(out.stem + ".critic.onnx")
+    c_paths: list[Path] = []
+    if fmt == "c":
+        meta = {k: v for k, v in build_metadata(ex, [], {}).items()
+                if k not in ("golden", "gates", "gates_skipped", "native")}
+        prefix = c_export.c_prefix(out.stem)
+        header, source_c = c_export.c_sources(ex.info["student"], ex.params["policy"], meta, prefix)
+        if skip_gates:
+            report["c"] = {"skipped": True}
+        else:
+            try:
+                report["c"] = c_export.c_gates(header, source_c, _ort_session(data),
+                                               parity_observations(ex, seed), golden, cc, prefix)
+            except CrlDistillError as e:
+                report.update({"passed": False, "failed_gate": "c", "error": str(e)})
+                atomic_write_json(report_path, report)
+                raise
     atomic_write_bytes(out, data)
     if critic_path is not None:
         atomic_write_bytes(critic_path, critic.SerializeToString())
+    if fmt == "c":
+        c_paths = c_export.write_c(out.parent, header, source_c, prefix=prefix)
+        report["c_files"] = [p.name for p in c_paths]
     report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
                    "critic": str(critic_path) if critic_path else None,
                    "params_sha256": params_sha256(ex.params), "seconds": time.perf_counter() - t0})
     atomic_write_json(report_path, report)
-    return ExportResult(path=out, report_path=report_path, report=report, critic_path=critic_path)
+    return ExportResult(path=out, report_path=report_path, report=report, critic_path=critic_path,
+                        c_paths=c_paths)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,13 +436,15 @@ def evaluate_artifact(source: str | Path, env: str | None = None, episodes: int 
 
         policy = OnnxPolicy(p)
         target = make(env or policy.env)
-        _check_env_fits(target, policy.observation_size, policy.action_size, policy.env)
-        per_ep = rollout_host(target, policy.act, episode_keys(seed, episodes))
+        _check_env_fits(target, policy.env_state_size + policy.goal_size, policy.action_size,
+                        policy.env)
+        policy.reset()
+        per_ep = rollout_host(target, policy.act_env, episode_keys(seed, episodes))
         kind, name, trained_on = "onnx", policy.metadata.get("name"), policy.env
         summary = summarize(per_ep)
     else:
         ex = resolve(p, student, traceable=False)
-        target = make(env) if env else ex.env
+        target = observed(make(env), getattr(ex.env, "spec", None)) if env else ex.env
         _check_env_fits(target, ex.env.observation_size, ex.env.action_size, ex.env.name)
         kind, name, trained_on = ex.kind, ex.name, ex.env.name
         summary = evaluate(target, ex.policy, episodes, seed)

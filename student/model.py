@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.obs_spec import ObsSpec
 from crl_distill.teacher.networks import squash_log_std
 
 STUDENT_FORMAT = "crl-distill-student"
@@ -28,7 +29,11 @@ _ACTS = {"relu": nn.relu, "swish": nn.swish, "tanh": nn.tanh}
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """depth x width hidden layers; `encoders` adds phi_s / psi_s of the same shape."""
+    """depth x width hidden layers; `encoders` adds phi_s / psi_s of the same shape.
+
+    state_indices, history: what the student observes (`crl_distill.obs_spec.ObsSpec`): the
+    teacher's state elements it keeps (None: all) and how many past steps of them it stacks.
+    """
 
     depth: int = 2
     width: int = 256
@@ -36,11 +41,19 @@ class StudentConfig:
     activation: str = "relu"
     encoders: bool = False
     repr_dim: int = 64
+    state_indices: tuple[int, ...] | None = None
+    history: int = 0
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.width < 1:
             raise CrlDistillError(f"student depth and width must be >= 1, got {self.name}")
         require_choice("student activation", self.activation, sorted(_ACTS))
+        # Validates, and normalises a list read back from JSON into a tuple.
+        object.__setattr__(self, "state_indices", self.obs_spec.state_indices)
+
+    @property
+    def obs_spec(self) -> ObsSpec:
+        return ObsSpec(self.state_indices, self.history)
 
     @property
     def name(self) -> str:
@@ -108,7 +121,8 @@ def make_student(cfg: StudentConfig, action_size: int) -> StudentModules:
 
 def init_student(cfg: StudentConfig, key: jax.Array, obs_size: int, state_size: int,
                  goal_size: int, action_size: int) -> dict:
-    """{"policy": params, ["phi": params, "psi": params]}."""
+    """{"policy": params, ["phi": params, "psi": params]} for inputs of the given sizes (the
+    student's own: see `ObsSpec.input_size`)."""
     m = make_student(cfg, action_size)
     k1, k2, k3 = jax.random.split(key, 3)
     params = {"policy": m.policy.init(k1, jnp.zeros((1, obs_size)))}

@@ -52,6 +52,10 @@ class TeacherConfig:
     discount: float = 0.99
     target_entropy_scale: float = 0.5
     learning_rate: float = 3e-4
+    #: Adam step size of log(alpha), the entropy weight (the paper's code: a separate setting).
+    #: alpha starts at 1 and Adam moves log(alpha) by about this much per SGD step, so the
+    #: policy stays near-random for ~log(1/alpha_needed) / alpha_learning_rate SGD steps.
+    alpha_learning_rate: float = 3e-4
     num_envs: int = 512
     unroll_length: int = 62
     batch_size: int = 256
@@ -74,8 +78,10 @@ class TeacherConfig:
             raise CrlDistillError("replay_capacity must hold at least two unrolls per env")
         if not 0.0 < self.discount < 1.0:
             raise CrlDistillError(f"discount must be in (0, 1), got {self.discount}")
-        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
-            raise CrlDistillError(f"learning rate must be a positive number, got {self.learning_rate}")
+        for name in ("learning_rate", "alpha_learning_rate"):
+            lr = getattr(self, name)
+            if not math.isfinite(lr) or lr <= 0:
+                raise CrlDistillError(f"{name.replace('_', ' ')} must be a positive number, got {lr}")
 
     @property
     def env_steps_per_iter(self) -> int:
@@ -367,6 +373,7 @@ class CRL:
         self.cfg, self.env, self.mesh = cfg, env, mesh
         self.actor, self.phi, self.psi = make_networks(cfg, env)
         self.optimizer = optax.adam(cfg.learning_rate)
+        self.alpha_optimizer = optax.adam(cfg.alpha_learning_rate)
         self.target_entropy = -cfg.target_entropy_scale * env.action_size
 
     # -- parameters ---------------------------------------------------------------------------
@@ -382,7 +389,7 @@ class CRL:
         return TrainState(
             actor=actor, critic=critic, log_alpha=log_alpha,
             actor_opt=self.optimizer.init(actor), critic_opt=self.optimizer.init(critic),
-            alpha_opt=self.optimizer.init(log_alpha),
+            alpha_opt=self.alpha_optimizer.init(log_alpha),
             sgd_steps=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
         )
 
@@ -428,7 +435,7 @@ class CRL:
         actor = optax.apply_updates(ts.actor, a_upd)
 
         al_grad = jax.grad(self.alpha_loss)(ts.log_alpha, a_m["entropy"])
-        al_upd, alpha_opt = self.optimizer.update(al_grad, ts.alpha_opt, ts.log_alpha)
+        al_upd, alpha_opt = self.alpha_optimizer.update(al_grad, ts.alpha_opt, ts.log_alpha)
         log_alpha = optax.apply_updates(ts.log_alpha, al_upd)
 
         ts = ts.replace(actor=actor, critic=critic, log_alpha=log_alpha, actor_opt=actor_opt,

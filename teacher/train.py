@@ -114,9 +114,11 @@ def train_teacher(
     crl = CRL(cfg, env, mesh)
     key = jax.random.PRNGKey(cfg.seed)
     shardings = carry_shardings(jax.eval_shape(crl.init, key), mesh)
-    init = jax.jit(crl.init, out_shardings=shardings)
-    epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None))
-    evaluate = jax.jit(crl.evaluate)
+    xla = env.jit_options
+    init = jax.jit(crl.init, out_shardings=shardings, compiler_options=xla)
+    epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None),
+                       compiler_options=xla)
+    evaluate = jax.jit(crl.evaluate, compiler_options=xla)
 
     start_epoch, rows = 0, []
     for stale in (run_dir / "checkpoints").glob(".*.tmp") if resume else ():
@@ -143,6 +145,8 @@ def train_teacher(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             carry, m = epoch_fn(carry)
+            jax.block_until_ready(m)
+            t_eval = time.perf_counter()
             ev = evaluate(carry.train.actor, jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1),
                                                                  epoch))
             m, ev = jax.device_get((m, ev))
@@ -160,7 +164,8 @@ def train_teacher(
                 **{k: float(v) for k, v in m.items()},
                 **{f"eval/{k}": float(v) for k, v in ev.items()},
             }
-            timing = {"epoch": epoch, "seconds": seconds, "sps": cfg.env_steps_per_epoch / seconds}
+            timing = {"epoch": epoch, "seconds": seconds, "sps": cfg.env_steps_per_epoch / seconds,
+                      "eval_seconds": time.perf_counter() - t_eval}
             # Checkpoint first: a kill between the two writes loses only a metrics line, which
             # the resume rewrites from the checkpoint's epoch.
             if not rows or _eval_rank(row) > max(map(_eval_rank, rows)):

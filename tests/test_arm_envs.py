@@ -3,7 +3,7 @@ start and goal distributions, the action mapping, jit/vmap physics, and solvabil
 
 Compiling mjx physics on CPU is the expensive part, so the fast tests compile one task
 (arm_push_easy, the one with the cube, the gripper and every observation path) once for N=2
-envs, with XLA's CPU fusion emitters off (`arm.cpu_compiler_options`: ~2x faster to compile,
+envs, with XLA's CPU fusion emitters off (`env.jit_options`: ~2x faster to compile,
 ~70x faster to run) and backend optimisation off. The other tasks' physics is traced (shapes)
 in the fast tests and compiled in the slow ones. The fast solvability check runs the scripted
 controller of `benchmarks/arm_scripted.py` on MuJoCo's C engine with the env's own model and
@@ -44,7 +44,7 @@ def _compiled(name: str) -> SimpleNamespace:
     """env plus jitted, vmapped reset / step, shared across tests."""
     if name not in _CACHE:
         env = ARM_MAKERS[name]()
-        opts = {**arm.cpu_compiler_options(), "xla_backend_optimization_level": 0}
+        opts = {**env.jit_options, "xla_backend_optimization_level": 0}
 
         def jit(f):
             return jax.jit(jax.vmap(f), compiler_options=opts)
