@@ -231,6 +231,9 @@ def export(
     format_: Annotated[str, typer.Option(
         "--format", help="onnx | c (also a dependency-free C99 policy.h/.c; students).")] = "onnx",
     cc: Annotated[str | None, typer.Option(help="C compiler for the C gates [cc].")] = None,
+    io_names: Annotated[str, typer.Option(
+        help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions).")] = "crl",
+    opset: Annotated[int, typer.Option(help="ONNX opset (13-23) for older on-robot runtimes.")] = 23,
 ) -> None:
     """Export a student (or teacher) policy to ONNX and run the parity gates.
 
@@ -243,7 +246,7 @@ def export(
     from crl_distill.export import export as run_export
 
     res = run_export(from_, out=out, student=student, skip_gates=skip_gates, episodes=episodes,
-                     seed=seed, fmt=format_, cc=cc)
+                     seed=seed, fmt=format_, cc=cc, io_names=io_names, opset=opset)
     g = res.report["gates"]
     if g.get("skipped"):
         console.print(f"[yellow]gates skipped[/]; wrote [bold]{res.path}[/]")
@@ -262,6 +265,65 @@ def export(
         console.print(f"wrote [bold]{', '.join(map(str, res.c_paths))}[/]\n  C vs ONNX: max |diff| "
                       f"{c['max_abs_diff']:.2e} on {c['observations']} obs ({c['golden']} golden), "
                       f"{c['warnings']} compiler warnings ({c['flags']})", highlight=False)
+
+
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="Exported policy (.onnx).")],
+) -> None:
+    """Check an exported file on this machine with numpy + onnxruntime only (no JAX).
+
+    Replays the golden pairs stored in the file on this onnxruntime (within 1e-5) and checks
+    the metadata and the weights against the hash recorded at export. Exit 0, or one line and
+    exit 2.
+    """
+    from crl_distill.runtime import verify as verify_file
+
+    r = verify_file(path)
+    console.print(f"{path}: OK ({r['golden']} golden pairs, max |diff| {r['max_abs_diff']:.1e}; "
+                  f"weights {r['weights']})", highlight=False)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Exported policy (.onnx).")],
+) -> None:
+    """Print an exported file's interface: what goes in, what comes out, at what rate."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from crl_distill.runtime import OnnxPolicy
+
+    policy = OnnxPolicy(path)
+    m = policy.metadata
+    t = Table(title=f"{path}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    spec = m.get("observation_spec")
+    rows = [
+        ("policy", f"{m.get('kind')} {m.get('name')} for {m.get('env')}"),
+        ("graph", f"{policy.session.get_inputs()[0].name} float32 [batch, {policy.input_size}] -> "
+                  f"{policy.session.get_outputs()[0].name} float32 [batch, {policy.action_size}]"
+                  f" (opset {m.get('opset', '?')}, io names {m.get('io_names', 'crl')})"),
+        ("input", str(m.get("input", ""))),
+        ("env layout", str(m.get("layout", ""))),
+        ("student observes", "the env's full observation" if spec is None else
+         f"state indices {spec['state_indices']} of {spec['teacher_state_size']}, "
+         f"{spec['history']} past step(s), then the goal"),
+        ("action", f"{policy.action_size} values in [{policy.action_low}, {policy.action_high}]"),
+        ("control period", f"{policy.control_period} s ({1 / policy.control_period:.0f} Hz)"
+         if policy.control_period else "?"),
+        ("success", f"goal distance < {m.get('success_threshold')} over {m.get('episode_length')} "
+                    f"steps; goal indices {m.get('goal_indices')}"),
+        ("gates", "skipped" if m.get("gates_skipped") else
+         ", ".join(k for k, v in (m.get("gates") or {}).items()
+                   if isinstance(v, dict) and v.get("passed"))),
+        ("native model", "yes (crl-distill eval --sim mujoco)" if m.get("native") else "no"),
+        ("weights sha256", str(m.get("weights_sha256", "not recorded"))[:16] + "..."),
+    ]
+    for k, v in rows:
+        t.add_row(k, escape(v))  # shapes like [batch, 4] are not markup
+    console.print(t)
 
 
 @app.command("eval")

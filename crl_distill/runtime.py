@@ -10,6 +10,7 @@ action is always finite and inside the action bounds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,9 @@ from crl_distill.obs_spec import ObsSpec, ObsStacker
 
 METADATA_PREFIX = "crl_distill."
 
+
+#: how far a replayed golden pair may differ from the action stored at export
+VERIFY_TOLERANCE = 1e-5
 
 REQUIRED_METADATA = ("observation_size", "state_size", "action_size", "action_bounds", "env",
                      "control_period", "params_sha256")
@@ -54,6 +58,58 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _decode({p.key: p.value for p in model.metadata_props})
 
 
+def weights_sha256(model: Any) -> str:
+    """SHA-256 over every weight tensor of an onnx.ModelProto (initializers and Constant nodes,
+    subgraphs included, names with them), independent of the metadata."""
+    import onnx
+    from onnx import numpy_helper
+
+    h = hashlib.sha256()
+
+    def tensor(t: Any) -> None:
+        h.update(t.name.encode())
+        h.update(np.ascontiguousarray(numpy_helper.to_array(t)).tobytes())
+
+    def graph(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    tensor(attr.t)
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    graph(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        graph(sub)
+
+    graph(model.graph)
+    return h.hexdigest()
+
+
+def verify(path: str | os.PathLike) -> dict[str, Any]:
+    """Check an exported file on this machine: metadata, golden pairs on this onnxruntime, and
+    the weights against the hash recorded at export (when the `onnx` package is present).
+    Returns a summary; raises CrlDistillError naming the problem."""
+    policy = OnnxPolicy(path, self_test=False)
+    out = {"path": str(path), **policy.self_test()}
+    want = policy.metadata.get("weights_sha256")
+    try:
+        import onnx
+    except ImportError:
+        out["weights"] = "not checked (no onnx package)"
+        return out
+    if not want:
+        out["weights"] = "not recorded in this file"
+        return out
+    got = weights_sha256(onnx.load(str(path)))
+    if got != want:
+        raise PolicyError(f"{path}: weights differ from those recorded at export (sha256 "
+                          f"{got[:12]}... != {want[:12]}...)")
+    out["weights"] = "match"
+    return out
+
+
 def _decode(props: dict[str, str]) -> dict[str, Any]:
     out = {}
     for k, v in props.items():
@@ -73,7 +129,8 @@ class OnnxPolicy:
     not used when it was asked for.
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", intra_op_threads: int = 1):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", intra_op_threads: int = 1,
+                 self_test: bool = False):
         ort = _import_ort()
         self.path = Path(path)
         if not self.path.is_file():
@@ -136,6 +193,29 @@ class OnnxPolicy:
         self.env = self.metadata.get("env")
         self.control_period = float(self.metadata.get("control_period", 0.0))
         self._out_name = self.session.get_outputs()[0].name
+        if self_test:
+            self.self_test()
+
+    def self_test(self) -> dict[str, Any]:
+        """Replay the golden pairs stored at export on this machine's onnxruntime; raises
+        PolicyError when an action differs by more than VERIFY_TOLERANCE."""
+        golden = self.metadata.get("golden")
+        if not isinstance(golden, list) or not golden:
+            raise PolicyError(f"{self.path}: no golden pairs in the metadata to self-test with")
+        try:
+            obs = np.asarray([g["obs"] for g in golden], np.float32)
+            want = np.asarray([g["action"] for g in golden], np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise PolicyError(f"{self.path}: malformed golden pairs in the metadata") from None
+        if obs.shape != (len(golden), self.input_size) or want.shape != (len(golden), self.action_size):
+            raise PolicyError(f"{self.path}: golden pairs do not fit the graph's sizes")
+        got = self.session.run([self._out_name], {"obs": obs})[0]
+        diff = float(np.abs(got - want).max())
+        if not diff <= VERIFY_TOLERANCE:
+            raise PolicyError(f"{self.path}: self-test failed: golden actions differ by {diff:.3g} "
+                              f"> {VERIFY_TOLERANCE:g} (altered weights, or a runtime that "
+                              f"computes differently)")
+        return {"golden": len(golden), "max_abs_diff": diff}
 
     def _read_obs_spec(self) -> tuple[ObsSpec | None, ObsStacker | None]:
         raw = self.metadata.get("observation_spec")

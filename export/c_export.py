@@ -90,6 +90,8 @@ def c_sources(student_cfg: dict, policy_params: dict, metadata: dict,
 #define {up}_ACTION_SIZE {action_size}
 #define {up}_MAX_WIDTH {width}
 #define {up}_CONTROL_PERIOD {float(metadata.get("control_period", 0.0))!r}
+#define {up}_SUCCESS_THRESHOLD {float(metadata.get("success_threshold", 0.0))!r}
+#define {up}_EPISODE_LENGTH {int(metadata.get("episode_length", 0))}
 
 int {prefix}_act(const float *obs, float *action);
 
@@ -254,12 +256,16 @@ def c_gates(header: str, source: str, onnx_session: Any, observations: np.ndarra
     return result
 
 
-def write_c(out_dir: Path, header: str, source: str, prefix: str = "policy") -> list[Path]:
-    """Write the pair atomically (each file); returns their paths."""
-    paths = [out_dir / f"{prefix}.h", out_dir / f"{prefix}.c"]
-    for path, text in zip(paths, (header, source), strict=True):
-        atomic_write(path, lambda f, t=text: f.write(t), binary=False)
-    return paths
+def write_c(out_dir: Path, header: str, source: str, prefix: str = "policy",
+            model_xml: str | None = None) -> list[Path]:
+    """Write the pair (and the robot's MJCF, where the env has one) atomically, each file;
+    returns their paths."""
+    files = {f"{prefix}.h": header, f"{prefix}.c": source}
+    if model_xml is not None:
+        files[f"{prefix}.xml"] = model_xml
+    for name, text in files.items():
+        atomic_write(out_dir / name, lambda f, t=text: f.write(t), binary=False)
+    return [out_dir / name for name in files]
 
 
 __all__ = ["C_FLAGS", "C_TOLERANCE", "c_gates", "c_prefix", "c_sources", "compile_c", "find_cc", "write_c"]

@@ -169,13 +169,23 @@ def resolve(source: str | Path, student: str | None = None, traceable: bool = Tr
 # ----------------------------------------------------------------------------------------------
 # Tracing and metadata
 # ----------------------------------------------------------------------------------------------
-def trace_policy(ex: Exportable):
+#: graph input and output names per convention: ours, and rsl_rl-style C++ controllers'
+IO_NAMES = {"crl": ("obs", "action"), "rsl_rl": ("obs", "actions")}
+DEFAULT_OPSET = 23
+
+
+def trace_policy(ex: Exportable, io_names: str = "crl", opset: int = DEFAULT_OPSET):
     """obs float32 [batch, O] -> action [batch, A] as an onnx.ModelProto."""
     from jax2onnx import to_onnx
 
-    return to_onnx(ex.policy, [("batch", ex.env.observation_size)], input_names=["obs"],
-                   output_names=["action"], model_name=f"crl_distill_{ex.kind}_{ex.name}",
-                   normalization_mode="prefer_native")
+    inp, out = IO_NAMES[io_names]
+    try:
+        return to_onnx(ex.policy, [("batch", ex.env.observation_size)], input_names=[inp],
+                       output_names=[out], model_name=f"crl_distill_{ex.kind}_{ex.name}",
+                       normalization_mode="prefer_native", opset=opset)
+    except Exception as e:  # the tracer names the op it cannot emit at this opset
+        raise CrlDistillError(f"cannot export at opset {opset}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
 
 
 def trace_critic(ex: Exportable):
@@ -342,7 +352,7 @@ FORMATS = ("onnx", "c")
 
 def export(source: str | Path, out: str | Path | None = None, student: str | None = None,
            skip_gates: bool = False, episodes: int = 128, seed: int = 0, fmt: str = "onnx",
-           cc: str | None = None) -> ExportResult:
+           cc: str | None = None, io_names: str = "crl", opset: int = DEFAULT_OPSET) -> ExportResult:
     """Trace, check and write `out` (default: policy.onnx next to the source) atomically.
 
     fmt="c" also writes a dependency-free C99 policy.h / policy.c beside it (students only),
@@ -352,6 +362,9 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     if episodes < 1:
         raise CrlDistillError("episodes must be >= 1")
     require_choice("format", fmt, FORMATS)
+    require_choice("io names", io_names, tuple(IO_NAMES))
+    if not 13 <= opset <= DEFAULT_OPSET:
+        raise CrlDistillError(f"opset must be in [13, {DEFAULT_OPSET}], got {opset}")
     ex = resolve(source, student)
     if fmt == "c":
         if ex.kind != "student":
@@ -365,7 +378,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
     report_path = out.parent / "export_report.json"
     t0 = time.perf_counter()
-    model = trace_policy(ex)
+    model = trace_policy(ex, io_names, opset)
     trace_s = time.perf_counter() - t0
     obs = np.asarray(parity_observations(ex, seed, n_real=GOLDEN_PAIRS, n_random=0))[:GOLDEN_PAIRS]
     act = np.asarray(jax.jit(ex.policy)(jnp.asarray(obs)))
@@ -381,7 +394,10 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
             report.update({"passed": False, "failed_gate": e.gate, "error": str(e)})
             atomic_write_json(report_path, report)
             raise
-    set_metadata(model, build_metadata(ex, golden, gates))
+    from crl_distill.runtime import weights_sha256
+
+    set_metadata(model, {**build_metadata(ex, golden, gates), "io_names": io_names,
+                         "opset": opset, "weights_sha256": weights_sha256(model)})
     data = model.SerializeToString()
     critic_path = None
     if ex.critic is not None:
@@ -410,7 +426,9 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     if critic_path is not None:
         atomic_write_bytes(critic_path, critic.SerializeToString())
     if fmt == "c":
-        c_paths = c_export.write_c(out.parent, header, source_c, prefix=prefix)
+        native = ex.env.native_spec()
+        c_paths = c_export.write_c(out.parent, header, source_c, prefix=prefix,
+                                   model_xml=native["mjcf"] if native else None)
         report["c_files"] = [p.name for p in c_paths]
     report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
                    "critic": str(critic_path) if critic_path else None,

@@ -9,8 +9,7 @@ import pytest
 
 from crl_distill.distill import DistillConfig, distill
 from crl_distill.errors import CrlDistillError
-from crl_distill.export import export
-from crl_distill.export import c_export
+from crl_distill.export import c_export, export
 from crl_distill.export.onnx_export import _ort_session
 from crl_distill.student import parse_students
 
@@ -33,7 +32,7 @@ def test_c_export_compiles_cleanly_and_matches_onnx(students, tmp_path, name):
     c = res.report["c"]
     assert c["passed"] and c["warnings"] == 0 and c["observations"] >= 1000 and c["golden"] > 0
     assert c["max_abs_diff"] <= 1e-5
-    header, source = (p.read_text() for p in res.c_paths)
+    header, source = (p.read_text() for p in res.c_paths[:2])
     prefix = c_export.c_prefix(f"policy-{name}")
     assert f"int {prefix}_act(const float *obs, float *action);" in header
     assert "malloc" not in source and "#include <math.h>" in source
@@ -56,7 +55,7 @@ def _run_harness(tmp_path, header, source, rows):
 def test_nan_input_is_refused_without_touching_the_action(students, tmp_path):
     res = export(students.student_paths["1x16"], out=tmp_path / "policy.onnx", skip_gates=True,
                  fmt="c")
-    header, source = (p.read_text() for p in res.c_paths)
+    header, source = (p.read_text() for p in res.c_paths[:2])
     out = _run_harness(tmp_path, header, source, [[0.1, 0.2, 1.0, 2.0], [np.nan, 0.2, 1.0, 2.0],
                                                   [0.1, np.inf, 1.0, 2.0]])
     assert np.all(np.abs(out[0]) <= 1.0)
@@ -65,7 +64,7 @@ def test_nan_input_is_refused_without_touching_the_action(students, tmp_path):
 
 def test_gate_catches_an_altered_weight(students, tmp_path):
     res = export(students.student_paths["1x16"], out=tmp_path / "policy.onnx", episodes=8, fmt="c")
-    header, source = (p.read_text() for p in res.c_paths)
+    header, source = (p.read_text() for p in res.c_paths[:2])
     # Change the first weight literal of the first layer.
     altered = re.sub(r"(W0\[\d+\] = \{\s*)(-?[\d.e+-]+)f", lambda m: f"{m[1]}{float(m[2]) + 0.05!r}f",
                      source, count=1)
