@@ -130,7 +130,7 @@ class OnnxPolicy:
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", intra_op_threads: int = 1,
-                 self_test: bool = False):
+                 self_test: bool = False, clamp_to_range: bool = False):
         ort = _import_ort()
         self.path = Path(path)
         if not self.path.is_file():
@@ -193,6 +193,13 @@ class OnnxPolicy:
         self.env = self.metadata.get("env")
         self.control_period = float(self.metadata.get("control_period", 0.0))
         self._out_name = self.session.get_outputs()[0].name
+        self._range = self._read_range()
+        self.clamp_to_range = clamp_to_range and self._range is not None
+        #: observations acted on so far with an element outside the range seen in training,
+        #: and the count per input element (None where the file records no range)
+        self.out_of_range = 0
+        self.out_of_range_per_element = (np.zeros(self.input_size, np.int64)
+                                         if self._range is not None else None)
         if self_test:
             self.self_test()
 
@@ -232,6 +239,29 @@ class OnnxPolicy:
                                   f"input size {self.input_size}")
         # The stacker works on [kept state, goal] rows, so its own spec keeps them all.
         return spec, ObsStacker(ObsSpec(None, spec.history), spec.kept_size(teacher))
+
+    def _read_range(self) -> tuple[np.ndarray, np.ndarray] | None:
+        raw = self.metadata.get("obs_range")
+        if raw is None:
+            return None
+        try:
+            low, high = (np.asarray(raw[k], np.float32) for k in ("low", "high"))
+        except (KeyError, TypeError, ValueError):
+            raise CrlDistillError(f"{self.path}: malformed obs_range metadata") from None
+        if low.shape != (self.input_size,) or high.shape != (self.input_size,):
+            raise CrlDistillError(f"{self.path}: obs_range does not match the input size "
+                                  f"{self.input_size}")
+        return low, high
+
+    def _monitor(self, batch: np.ndarray) -> np.ndarray:
+        """Count (and with clamp_to_range, clip) inputs outside the range seen in training."""
+        if self._range is None:
+            return batch
+        low, high = self._range
+        outside = (batch < low) | (batch > high)
+        self.out_of_range += int(outside.any(1).sum())
+        self.out_of_range_per_element += outside.sum(0)
+        return np.clip(batch, low, high) if self.clamp_to_range else batch
 
     def reset(self, rows: Any = None) -> None:
         """Start new episodes (all rows, or those in `rows`): forget the observation history
@@ -298,6 +328,7 @@ class OnnxPolicy:
         batch = np.ascontiguousarray(x[None] if single else x)
         if self._stacker is not None:
             batch = self._stacker(batch)
+        batch = self._monitor(batch)
         action = self.session.run([self._out_name], {"obs": batch})[0]
         if not np.isfinite(action).all():
             # A finite input gave a non-finite action: the file is damaged; never actuate it.

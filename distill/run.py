@@ -118,8 +118,9 @@ PROGRESS_FORMAT = "crl-distill-distill-progress"
 
 def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
                   log: Callable[[dict], None] | None = None,
-                  progress_path: Path | None = None) -> tuple[dict, list[dict]]:
-    """Run the data/SGD loop for one student; returns its params and per-iteration logs.
+                  progress_path: Path | None = None) -> tuple[dict, list[dict], dict]:
+    """Run the data/SGD loop for one student; returns its params, per-iteration logs and the
+    per-element range of the inputs it was trained on ({"low": [..], "high": [..]}).
 
     With `progress_path`, the whole loop state (dataset, params, optimiser, envs, key) is
     checkpointed after every iteration and a rerun continues from it, so a kill loses at most
@@ -158,7 +159,9 @@ def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
                                             "history": history, "identity": identity})
         if log:
             log(row)
-    return jax.device_get(st.params), history
+    obs = np.asarray(st.dataset.obs[: int(st.dataset.size)])
+    obs_range = {"low": obs.min(0).tolist(), "high": obs.max(0).tolist()}
+    return jax.device_get(st.params), history, obs_range
 
 
 def distill(
@@ -223,11 +226,11 @@ def distill(
         done = _finished_student(final, scfg, dcfg, t)
         if done is not None:
             console(f"student {scfg.name}: already trained with these settings, reusing {final}")
-            params, history = done
+            params, history, obs_range = done
         else:
             console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
             progress_path = out_dir / ".progress" / f"student-{scfg.name}.npz"
-            params, history = train_student(
+            params, history, obs_range = train_student(
                 t, scfg, dcfg, progress_path=progress_path,
                 log=lambda r, n=scfg.name: console(
                     f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
@@ -255,6 +258,7 @@ def distill(
         }
         path = save_student(final, scfg, params,
                             {**info_common, "env_facts": senv.describe(), "history": history,
+                             "obs_range": obs_range,
                              "summary": {k: v for k, v in row.items() if k != "history"}})
         (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
         paths[scfg.name] = path
@@ -273,8 +277,8 @@ def distill(
 
 
 def _finished_student(path: Path, scfg: StudentConfig, dcfg: DistillConfig,
-                      t: Teacher) -> tuple[dict, list[dict]] | None:
-    """(params, history) of a student file written by the same settings, else None."""
+                      t: Teacher) -> tuple[dict, list[dict], dict | None] | None:
+    """(params, history, obs_range) of a student file written by the same settings, else None."""
     if not path.is_file():
         return None
     try:
@@ -284,7 +288,8 @@ def _finished_student(path: Path, scfg: StudentConfig, dcfg: DistillConfig,
     same = (s.config == scfg and s.meta.get("distill") == dataclasses.asdict(dcfg)
             and s.meta.get("teacher_source") == str(t.source)
             and s.meta.get("teacher_epoch") == t.epoch)
-    return (jax.device_get(s.params), s.meta.get("history", [])) if same else None
+    return ((jax.device_get(s.params), s.meta.get("history", []), s.meta.get("obs_range"))
+            if same else None)
 
 
 def _student_policy(scfg: StudentConfig, env: Any, params: dict):

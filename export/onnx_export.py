@@ -91,6 +91,8 @@ def _student_exportable(path: Path) -> Exportable:
     return Exportable(kind="student", name=s.config.name, env=env, policy=s.policy_fn(),
                       params=s.params, source=path, critic=critic,
                       info={"student": dataclasses.asdict(s.config),
+                            # per-element input range seen in distillation: the runtime's monitor
+                            "obs_range": s.meta.get("obs_range"),
                             "teacher": s.meta.get("teacher"),
                             "teacher_source": s.meta.get("teacher_source"),
                             "distill": s.meta.get("distill")})

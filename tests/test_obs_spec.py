@@ -134,3 +134,26 @@ def test_a_spec_the_teacher_cannot_feed_writes_nothing(tmp_path):
         distill(helpers.fixed_teacher(), students="1x16", out=out, progress=False,
                 obs=ObsSpec((5,)))
     assert not out.exists()
+
+
+def test_input_range_monitor_counts_and_optionally_clamps(reduced_students, tmp_path):
+    from crl_distill.export import export
+    from crl_distill.runtime import OnnxPolicy
+
+    res = export(reduced_students.student_paths["1x16"], out=tmp_path / "p.onnx", skip_gates=True)
+    policy = OnnxPolicy(res.path)
+    low = np.asarray(policy.metadata["obs_range"]["low"], np.float32)
+    high = np.asarray(policy.metadata["obs_range"]["high"], np.float32)
+    assert low.shape == (4,) and np.all(low <= high)
+    inside = (low + high) / 2
+    policy.act(np.concatenate([inside[:1], inside[2:]]))  # [x now, goal]; history fills itself
+    assert policy.out_of_range == 0
+    far = np.array([high[0] + 100.0, *inside[2:]], np.float32)
+    policy.reset()
+    counted = policy.act(far)  # counted, not refused
+    assert policy.out_of_range == 1 and policy.out_of_range_per_element.tolist()[:2] == [1, 1]
+    clamped = OnnxPolicy(res.path, clamp_to_range=True)
+    stacked = np.array([[far[0], far[0], *far[1:]]], np.float32)  # a fresh history repeats
+    want = clamped.session.run(None, {"obs": np.clip(stacked, low, high)})[0][0]
+    np.testing.assert_allclose(clamped.act(far), np.clip(want, -1, 1), atol=1e-6)
+    assert clamped.out_of_range == 1 and np.all(np.isfinite(counted))
