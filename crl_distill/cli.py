@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.loggers import DEFAULT_LOGGER
 
 app = typer.Typer(
     add_completion=False,
@@ -89,6 +90,17 @@ def envs(
     console.print("Differences from the paper's environments: " + PAPER_DIFFERENCES, highlight=False)
 
 
+LoggerOpt = Annotated[str, typer.Option(
+    help="Live metrics: tensorboard (RUN_DIR/tb) | wandb (pip extra: wandb) | none.")]
+WandbProjectOpt = Annotated[str | None, typer.Option(help="W&B project [crl-distill].")]
+WandbNameOpt = Annotated[str | None, typer.Option(help="W&B run name [the directory's name].")]
+
+
+def _live(logger: str, project: str | None, name: str | None) -> dict[str, Any]:
+    return {"logger": logger, "logger_options": {k: v for k, v in
+                                                 (("project", project), ("name", name)) if v}}
+
+
 @app.command()
 def teacher(
     env: Annotated[str, typer.Option(help="Environment name (see `crl-distill envs`).")] = "pointmaze_u",
@@ -127,6 +139,9 @@ def teacher(
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Call jax.distributed.initialize() for multi-host runs.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+    logger: LoggerOpt = DEFAULT_LOGGER,
+    wandb_project: WandbProjectOpt = None,
+    wandb_name: WandbNameOpt = None,
 ) -> None:
     """Train a deep goal-conditioned contrastive RL teacher (residual MLPs up to 1000 layers).
 
@@ -143,7 +158,8 @@ def teacher(
     from crl_distill.teacher import configure, train_teacher
 
     if resume is not None:
-        result = train_teacher(None, resume, resume=True, progress=progress)  # type: ignore[arg-type]
+        result = train_teacher(None, resume, resume=True, progress=progress,  # type: ignore[arg-type]
+                               **_live(logger, wandb_project, wandb_name))
     else:
         from crl_distill.envs import make
 
@@ -159,7 +175,7 @@ def teacher(
             contrastive_loss=contrastive_loss, logsumexp_penalty=logsumexp_penalty, seed=seed,
         )
         out = out or Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = train_teacher(cfg, out, progress=progress)
+        result = train_teacher(cfg, out, progress=progress, **_live(logger, wandb_project, wandb_name))
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"teacher run: [bold]{result.run_dir}[/]  success_any "
                   f"{last.get('eval/success_any', float('nan')):.3f}  time at goal "
@@ -195,6 +211,9 @@ def student(
     episodes: Annotated[int, typer.Option(help="Evaluation episodes (same seeds).")] = 256,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console output.")] = True,
+    logger: LoggerOpt = DEFAULT_LOGGER,
+    wandb_project: WandbProjectOpt = None,
+    wandb_name: WandbNameOpt = None,
 ) -> None:
     """Distill shallow student policies from a teacher (`--from RUN_DIR`).
 
@@ -214,6 +233,7 @@ def student(
 
     obs = ObsSpec.parse(obs_state, obs_history)
     result = distill(from_, students=students, out=out, config=cfg, env=env, progress=progress,
+                     **_live(logger, wandb_project, wandb_name),
                      encoders=encoders, layer_norm=layer_norm, obs=obs)
     console.print(f"students written to [bold]{result.out_dir}[/]")
 
@@ -400,6 +420,9 @@ def pipeline(
     episodes: Annotated[int, typer.Option(help="Evaluation episodes.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
+    logger: LoggerOpt = DEFAULT_LOGGER,
+    wandb_project: WandbProjectOpt = None,
+    wandb_name: WandbNameOpt = None,
 ) -> None:
     """Teacher -> students -> ONNX export + parity gates -> latency, then one summary.
 
@@ -413,7 +436,7 @@ def pipeline(
                  if v is not None}
     res = run_pipeline(env=env, out=out, depth=depth, students=students,
                        teacher_overrides=overrides, episodes=episodes, seed=seed,
-                       progress=progress)
+                       progress=progress, **_live(logger, wandb_project, wandb_name))
     console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import atomic_write, atomic_write_json, read_jsonl
+from crl_distill.loggers import DEFAULT_LOGGER, check_logger
 
 
 @dataclass
@@ -54,8 +55,12 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
                  students: str = "2x64,2x256", teacher_overrides: dict | None = None,
                  distill_overrides: dict | None = None, episodes: int = 256,
                  parity_episodes: int = 128, seed: int = 0, deep_depth: int = 1000,
-                 progress: bool = True) -> PipelineResult:
-    """Run (or continue) every stage into `out`; returns the summary."""
+                 progress: bool = True, logger: str = DEFAULT_LOGGER,
+                 logger_options: dict | None = None) -> PipelineResult:
+    """Run (or continue) every stage into `out`; returns the summary. `logger` mirrors the
+    teacher's and the students' metrics live (`crl_distill.loggers`)."""
+    check_logger(logger)
+    live = {"logger": logger, "logger_options": logger_options}
     from crl_distill.distill import DistillConfig, distill
     from crl_distill.export import export
     from crl_distill.export.latency import run_latency_benchmark
@@ -74,16 +79,17 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
         say(f"teacher: complete in {run}, skipped")
     elif (run / "config.json").is_file():
         say(f"teacher: resuming {run}")
-        train_teacher(cfg, run, resume=True, progress=progress)
+        train_teacher(cfg, run, resume=True, progress=progress, **live)
     else:
         say(f"teacher: training depth {depth} on {env}")
-        train_teacher(cfg, run, progress=progress)
+        train_teacher(cfg, run, progress=progress, **live)
     stage_s["teacher"] = time.perf_counter() - t0
 
     # 2. students (finished ones with the same settings are reused)
     t0 = time.perf_counter()
     dcfg = DistillConfig(eval_episodes=episodes, seed=seed, **(distill_overrides or {}))
-    dres = distill(run, students=students, out=out / "students", config=dcfg, progress=progress)
+    dres = distill(run, students=students, out=out / "students", config=dcfg, progress=progress,
+                   **live)
     stage_s["students"] = time.perf_counter() - t0
 
     # 3. export + gates

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from crl_distill.checkpoint import load_pytree, save_pytree
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import evaluate
 from crl_distill.fileio import atomic_write, atomic_write_json
+from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
 from crl_distill.obs_spec import ObsSpec
 from crl_distill.student.model import (
     StudentConfig,
@@ -174,12 +176,17 @@ def distill(
     layer_norm: bool = False,
     progress: bool = True,
     obs: ObsSpec | None = None,
+    logger: str = DEFAULT_LOGGER,
+    logger_options: dict[str, Any] | None = None,
 ) -> DistillResult:
     """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
 
     `obs` sets what students given as a string observe (default: the teacher's observation).
+    `logger` mirrors each student's per-iteration losses and its final evaluation, tagged
+    `<student>/...`, x = DAgger iteration (`crl_distill.loggers`).
     Everything is validated (teacher file, env, specs) before anything is written.
     """
+    check_logger(logger)
     dcfg = config or DistillConfig()
     obs = obs or ObsSpec()
     specs = (parse_students(students, encoders=encoders, layer_norm=layer_norm,
@@ -220,49 +227,75 @@ def distill(
     atomic_write_json(out_dir / "config.json", {
         "distill": dataclasses.asdict(dcfg), "students": [dataclasses.asdict(s) for s in specs],
         "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})
+    live = make_logger(logger, out_dir, {"distill": dataclasses.asdict(dcfg),
+                                          "students": [s.name for s in specs],
+                                          "teacher_source": str(t.source)}, **(logger_options or {}))
+    live.log({f"teacher/eval/{k}": v for k, v in teacher_eval.items()}, step=0)
     rows, paths = [], {}
-    for scfg in specs:
-        final = out_dir / f"student-{scfg.name}.npz"
-        done = _finished_student(final, scfg, dcfg, t)
-        if done is not None:
-            console(f"student {scfg.name}: already trained with these settings, reusing {final}")
-            params, history, obs_range = done
-        else:
-            console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
-            progress_path = out_dir / ".progress" / f"student-{scfg.name}.npz"
-            params, history, obs_range = train_student(
-                t, scfg, dcfg, progress_path=progress_path,
-                log=lambda r, n=scfg.name: console(
-                    f"  {n} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
-                    f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} "
-                    f"action loss {r['loss/action']:.4f}"))
-        dist = Distiller(t, scfg, dcfg)
-        senv = dist.senv
-        ev = evaluate(senv, _student_policy(scfg, senv, params), dcfg.eval_episodes, dcfg.seed)
-        actor_params = count_params(params["policy"])
-        pfn = jax.jit(_student_policy(scfg, senv, params))
-        row = {
-            "name": scfg.name,
-            "student": dataclasses.asdict(scfg),
-            "actor_params": actor_params,
-            "params": count_params(params),
-            "param_fraction_of_teacher_actor": actor_params / tcounts["actor"],
-            "observation": senv.layout if senv is not tenv else "teacher's",
-            "flops_per_action": policy_flops(scfg, senv.observation_size, senv.action_size),
-            **{f"eval/{k}": v for k, v in ev.items()},
-            "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
-            "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
-            **heldout_metrics(dist, t, params, dcfg.seed),
-            "latency_batch1": latency_us(pfn, jnp.zeros((1, senv.observation_size))),
-            "history": history,
-        }
-        path = save_student(final, scfg, params,
-                            {**info_common, "env_facts": senv.describe(), "history": history,
-                             "obs_range": obs_range,
-                             "summary": {k: v for k, v in row.items() if k != "history"}})
-        (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
-        paths[scfg.name] = path
-        rows.append(row)
+    with contextlib.closing(live):
+        for scfg in specs:
+            rows.append(_distill_one(t, scfg, dcfg, out_dir, info_common, teacher_eval, tcounts,
+                                     console, live, paths))
+    return _finish(t, dcfg, out_dir, rows, teacher_row, tenv, paths, progress)
+
+
+def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: Path,
+                 info_common: dict, teacher_eval: dict, tcounts: dict, console: Callable,
+                 live: Any, paths: dict) -> dict:
+    """Train (or reuse), evaluate and save one student; returns its report row."""
+    tenv = t.env
+    final = out_dir / f"student-{scfg.name}.npz"
+    done = _finished_student(final, scfg, dcfg, t)
+    if done is not None:
+        console(f"student {scfg.name}: already trained with these settings, reusing {final}")
+        params, history, obs_range = done
+    else:
+        console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
+        progress_path = out_dir / ".progress" / f"student-{scfg.name}.npz"
+        params, history, obs_range = train_student(
+            t, scfg, dcfg, progress_path=progress_path,
+            log=lambda r, n=scfg.name: _log_iteration(console, live, n, r))
+    dist = Distiller(t, scfg, dcfg)
+    senv = dist.senv
+    ev = evaluate(senv, _student_policy(scfg, senv, params), dcfg.eval_episodes, dcfg.seed)
+    actor_params = count_params(params["policy"])
+    pfn = jax.jit(_student_policy(scfg, senv, params))
+    row = {
+        "name": scfg.name,
+        "student": dataclasses.asdict(scfg),
+        "actor_params": actor_params,
+        "params": count_params(params),
+        "param_fraction_of_teacher_actor": actor_params / tcounts["actor"],
+        "observation": senv.layout if senv is not tenv else "teacher's",
+        "flops_per_action": policy_flops(scfg, senv.observation_size, senv.action_size),
+        **{f"eval/{k}": v for k, v in ev.items()},
+        "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
+        "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
+        **heldout_metrics(dist, t, params, dcfg.seed),
+        "latency_batch1": latency_us(pfn, jnp.zeros((1, senv.observation_size))),
+        "history": history,
+    }
+    path = save_student(final, scfg, params,
+                        {**info_common, "env_facts": senv.describe(), "history": history,
+                         "obs_range": obs_range,
+                         "summary": {k: v for k, v in row.items() if k != "history"}})
+    (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
+    paths[scfg.name] = path
+    live.log({f"{scfg.name}/{k}": row[k] for k in ("eval/success_any", "eval/time_at_goal",
+                                                   "retention", "retention_time_at_goal")},
+             step=dcfg.iterations)
+    return row
+
+
+def _log_iteration(console: Callable, live: Any, name: str, r: dict) -> None:
+    console(f"  {name} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
+            f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} action loss {r['loss/action']:.4f}")
+    live.log({f"{name}/{k}": v for k, v in r.items() if k != "iteration"}, step=r["iteration"])
+
+
+def _finish(t: Teacher, dcfg: DistillConfig, out_dir: Path, rows: list[dict], teacher_row: dict,
+            tenv: Any, paths: dict, progress: bool) -> DistillResult:
+    """Write the report and the retention plot."""
     report = {"env": t.config.env, "mode": dcfg.mode, "teacher": teacher_row, "students": rows,
               "teacher_source": str(t.source), "seed": dcfg.seed,
               "eval_episodes": dcfg.eval_episodes,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
 from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
+from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
 from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
 from crl_distill.teacher.networks import param_count
 
@@ -89,12 +91,16 @@ def train_teacher(
     progress: bool = True,
     devices: list | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    logger: str = DEFAULT_LOGGER,
+    logger_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train (or resume) a teacher into run directory `out`; returns its path and metrics.
 
     With `resume`, the config is read from `out/config.json` and training continues from the
-    newest readable checkpoint; `cfg` is ignored.
+    newest readable checkpoint; `cfg` is ignored. `logger` mirrors every metrics row live
+    (`crl_distill.loggers`: tensorboard, wandb or none; `logger_options`: W&B project, name).
     """
+    check_logger(logger)
     run_dir = Path(out)
     if resume:
         if not (run_dir / "config.json").is_file():
@@ -141,7 +147,10 @@ def train_teacher(
         })
         carry = init(key)
 
-    with _Progress(progress, cfg, start_epoch) as bar:
+    live = make_logger(logger, run_dir, {"teacher": cfg.to_dict(), "env": env.describe()},
+                       start_step=int(carry.train.env_steps) if start_epoch else None,
+                       **(logger_options or {}))
+    with _Progress(progress, cfg, start_epoch) as bar, contextlib.closing(live):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             carry, m = epoch_fn(carry)
@@ -175,6 +184,8 @@ def train_teacher(
             _save(run_dir, carry, cfg, epoch + 1)
             append_jsonl(run_dir / "metrics.jsonl", row)
             append_jsonl(run_dir / "timing.jsonl", timing)
+            live.log({**row, **{k: v for k, v in timing.items() if k != "epoch"}},
+                     step=row["env_steps"])
             rows.append(row)
             bar.update({**row, **timing})
             if on_epoch is not None:
