@@ -75,12 +75,17 @@ def main() -> None:
     p.add_argument("--hard-steps", type=int, default=42)
     p.add_argument("--hard-sgd-steps", type=int, default=300)
     p.add_argument("--hard-seeds", default="0")
+    p.add_argument("--hard-obs-state", default=None,
+                   help="part 2 students see only these teacher state elements, e.g. 0:7")
+    p.add_argument("--hard-obs-history", type=int, default=0,
+                   help="... plus this many past observations of them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/distill_retention.json")
     args = p.parse_args()
     from _common import machine_info, write_json
 
     from crl_distill.distill import DistillConfig, distill
+    from crl_distill.obs_spec import ObsSpec
     from crl_distill.teacher import configure, train_teacher
 
     work = Path(tempfile.mkdtemp(prefix="crl-distill-bench-"))
@@ -119,7 +124,8 @@ def main() -> None:
                                     sgd_steps_per_iter=args.hard_sgd_steps,
                                     eval_episodes=args.episodes, seed=seed)
                 rep = distill(hard_teacher, students=args.hard_students,
-                              out=work / f"hard-{mode}-{seed}", config=cfg, progress=True).report
+                              out=work / f"hard-{mode}-{seed}", config=cfg, progress=True,
+                              obs=ObsSpec.parse(args.hard_obs_state, args.hard_obs_history)).report
                 runs[seed][mode] = _brief(rep)
                 teacher_success[seed] = rep["teacher"]["eval/success_any"]
         rows = compare(runs)

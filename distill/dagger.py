@@ -28,6 +28,7 @@ from crl_distill.envs.observed import observed, teacher_obs
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.student.model import StudentConfig, init_student, make_student
 from crl_distill.teacher.crl import energy_matrix
+from crl_distill.teacher.networks import deterministic_policy
 
 ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
 MODES = ("dagger", "offline")
@@ -209,8 +210,8 @@ class Distiller:
         def body(s, k):
             k_mix, k_reset = jax.random.split(k)
             full = teacher_obs(env, s)
-            t_action = jnp.tanh(self.teacher.crl.actor.apply(teacher_params["actor"], full)[0])
-            s_action = jnp.tanh(self.modules.policy.apply(student_params["policy"], s.obs)[0])
+            t_action = deterministic_policy(self.teacher.crl.actor, teacher_params["actor"])(full)
+            s_action = deterministic_policy(self.modules.policy, student_params["policy"])(s.obs)
             use_teacher = jax.random.bernoulli(k_mix, beta, (n,))
             action = jnp.where(use_teacher[:, None], t_action, s_action)
             rows = self.label(teacher_params, full, action, s.obs)

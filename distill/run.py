@@ -34,7 +34,7 @@ from crl_distill.student.model import (
     policy_flops,
     save_student,
 )
-from crl_distill.teacher.networks import param_count
+from crl_distill.teacher.networks import deterministic_policy, param_count
 from crl_distill.teacher.train import Teacher, load_teacher
 
 from .dagger import DistillConfig, Distiller
@@ -328,8 +328,7 @@ def _finished_student(path: Path, scfg: StudentConfig, dcfg: DistillConfig,
 def _student_policy(scfg: StudentConfig, env: Any, params: dict):
     from crl_distill.student.model import make_student
 
-    policy = make_student(scfg, env.action_size).policy
-    return lambda obs: jnp.tanh(policy.apply(params["policy"], obs)[0])
+    return deterministic_policy(make_student(scfg, env.action_size).policy, params["policy"])
 
 
 def _ratio(a: float, b: float) -> float:

@@ -91,37 +91,31 @@ def random_teacher_policy(env_name: str, depth: int, width: int = 256) -> Callab
 
     from crl_distill.envs import make
     from crl_distill.teacher.crl import Actor
-    from crl_distill.teacher.networks import NetConfig
+    from crl_distill.teacher.networks import NetConfig, deterministic_policy
 
     env = make(env_name)
     actor = Actor(NetConfig(depth, width), env.action_size)
     params = actor.init(jax.random.PRNGKey(0), jnp.zeros((1, env.observation_size)))
-    return lambda obs: jnp.tanh(actor.apply(params, obs)[0])
+    return deterministic_policy(actor, params)
 
 
 def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 256) -> Path:
     """ONNX file of a random-weight teacher actor, traced through the unrolled forward."""
     import jax
     import jax.numpy as jnp
-    from jax2onnx import to_onnx
 
     from crl_distill.envs import make
+    from crl_distill.export.onnx_export import trace_onnx, traceable_teacher_policy
     from crl_distill.fileio import atomic_write_bytes
     from crl_distill.teacher.crl import Actor
-    from crl_distill.teacher.networks import NetConfig, apply_unrolled
+    from crl_distill.teacher.networks import NetConfig
 
     env = make(env_name)
     cfg = NetConfig(depth, width)
     params = Actor(cfg, env.action_size).init(jax.random.PRNGKey(0),
                                                jnp.zeros((1, env.observation_size)))
-    net = params["params"]["net"]
-    from crl_distill.export.onnx_export import DEEP_EXPORT_DEPTH
-
-    scan = depth > DEEP_EXPORT_DEPTH
-    model = to_onnx(lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)
-                                         [..., :env.action_size]),
-                    [("batch", env.observation_size)], input_names=["obs"],
-                    output_names=["action"], normalization_mode="prefer_native")
+    model = trace_onnx(traceable_teacher_policy(cfg, params, env.action_size),
+                       env.observation_size, f"crl_distill_teacher_d{depth}")
     atomic_write_bytes(path, model.SerializeToString())
     return path
 

@@ -98,20 +98,21 @@ def _student_exportable(path: Path) -> Exportable:
                             "distill": s.meta.get("distill")})
 
 
-def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
+def traceable_teacher_policy(cfg: Any, actor_params: Any, action_size: int) -> Callable:
+    """A teacher actor's deterministic policy written with `apply_unrolled`: nn.scan cannot be
+    traced with a symbolic batch, and this is the same function (deep nets become one Loop)."""
     from crl_distill.teacher.networks import apply_unrolled
+
+    net, scan = actor_params["params"]["net"], cfg.depth > DEEP_EXPORT_DEPTH
+    return lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)[..., :action_size])
+
+
+def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
     from crl_distill.teacher.train import load_teacher
 
     t = load_teacher(path)
-    cfg, a = t.config.actor, t.env.action_size
-    net = t.params["actor"]["params"]["net"]
-
-    # nn.scan cannot trace a symbolic batch; the reference forward is the same function.
-    scan = cfg.depth > DEEP_EXPORT_DEPTH
-
-    def policy(obs):
-        return jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)[..., :a])
-
+    cfg = t.config.actor
+    policy = traceable_teacher_policy(cfg, t.params["actor"], t.env.action_size)
     if not traceable:  # evaluation: the scan-built network compiles in constant time
         policy = t.policy_fn()
 
@@ -178,13 +179,20 @@ DEFAULT_OPSET = 23
 
 def trace_policy(ex: Exportable, io_names: str = "crl", opset: int = DEFAULT_OPSET):
     """obs float32 [batch, O] -> action [batch, A] as an onnx.ModelProto."""
+
+    return trace_onnx(ex.policy, ex.env.observation_size, f"crl_distill_{ex.kind}_{ex.name}",
+                      io_names, opset)
+
+
+def trace_onnx(policy: Callable, obs_size: int, model_name: str, io_names: str = "crl",
+               opset: int = DEFAULT_OPSET):
+    """The one ONNX tracing call: policy obs float32 [batch, obs_size] -> action."""
     from jax2onnx import to_onnx
 
     inp, out = IO_NAMES[io_names]
     try:
-        return to_onnx(ex.policy, [("batch", ex.env.observation_size)], input_names=[inp],
-                       output_names=[out], model_name=f"crl_distill_{ex.kind}_{ex.name}",
-                       normalization_mode="prefer_native", opset=opset)
+        return to_onnx(policy, [("batch", obs_size)], input_names=[inp], output_names=[out],
+                       model_name=model_name, normalization_mode="prefer_native", opset=opset)
     except Exception as e:  # the tracer names the op it cannot emit at this opset
         raise CrlDistillError(f"cannot export at opset {opset}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None

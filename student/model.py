@@ -21,7 +21,7 @@ from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.obs_spec import ObsSpec
-from crl_distill.teacher.networks import squash_log_std
+from crl_distill.teacher.networks import deterministic_policy, squash_log_std
 
 STUDENT_FORMAT = "crl-distill-student"
 _ACTS = {"relu": nn.relu, "swish": nn.swish, "tanh": nn.tanh}
@@ -170,8 +170,7 @@ class Student:
         self._act = jax.jit(self.policy_apply)
 
     def policy_apply(self, policy_params: Any, obs: jax.Array) -> jax.Array:
-        mean, _ = self.modules.policy.apply(policy_params, obs)
-        return jnp.tanh(mean)
+        return deterministic_policy(self.modules.policy, policy_params)(obs)
 
     def policy_fn(self):
         """A jittable obs [B, O] -> action [B, A] closure over the parameters."""

@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
 from crl_distill.errors import CrlDistillError, require_choice
-from crl_distill.teacher.networks import NetConfig, ResidualMLP, squash_log_std
+from crl_distill.teacher.networks import NetConfig, ResidualMLP, deterministic_policy, squash_log_std
 
 ENERGIES = ("l2", "dot", "cosine")
 CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")
@@ -143,10 +143,6 @@ def make_networks(cfg: TeacherConfig, env: GoalEnv) -> tuple[Actor, ResidualMLP,
         ResidualMLP(cfg.critic, cfg.repr_dim),
         ResidualMLP(cfg.critic, cfg.repr_dim),
     )
-
-
-def deterministic_action(mean: jax.Array) -> jax.Array:
-    return jnp.tanh(mean)
 
 
 def sample_action(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -403,8 +399,7 @@ class CRL:
 
     def policy(self, actor: Any, obs: jax.Array) -> jax.Array:
         """The deterministic policy used for evaluation and export: obs [B, O] -> [B, A]."""
-        mean, _ = self.actor.apply(actor, obs)
-        return deterministic_action(mean)
+        return deterministic_policy(self.actor, actor)(obs)
 
     # -- losses -------------------------------------------------------------------------------
     def critic_loss(self, critic: Any, batch: dict) -> tuple[jax.Array, dict]:

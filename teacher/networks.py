@@ -9,6 +9,7 @@ time) is the same size at depth 4 and depth 1000.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,12 @@ LAYERS_PER_BLOCK = 4
 
 ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def deterministic_policy(head: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
+    """The deployed policy of any (mean, log_std) head (teacher actor or student): a jittable
+    obs [B, O] -> tanh(mean) [B, A]. The one place the deterministic action is written."""
+    return lambda obs: jnp.tanh(head.apply(params, obs)[0])
 
 
 def squash_log_std(raw: jax.Array) -> jax.Array:
