@@ -119,6 +119,8 @@ def teacher(
     iters_per_epoch: Annotated[int | None, typer.Option(help="Iterations per epoch.")] = None,
     num_eval_envs: Annotated[int | None, typer.Option(help="Evaluation episodes per epoch.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    act_samples: Annotated[int | None, typer.Option(
+        help="Collect data acting with the critic: best of K actor samples [1].")] = None,
     alpha_lr: Annotated[float | None, typer.Option(
         help="Adam learning rate of log(alpha), the entropy weight [CPU 3e-3, GPU 3e-4].")] = None,
     energy: Annotated[str, typer.Option(help="Critic energy: l2 | dot | cosine.")] = "l2",
@@ -171,7 +173,7 @@ def teacher(
             num_envs=num_envs, batch_size=batch_size, epochs=epochs, unroll_length=unroll_length,
             updates_per_iter=updates_per_iter, iters_per_epoch=iters_per_epoch,
             num_eval_envs=num_eval_envs, learning_rate=learning_rate, energy=energy,
-            alpha_learning_rate=alpha_lr,
+            alpha_learning_rate=alpha_lr, act_samples=act_samples,
             contrastive_loss=contrastive_loss, logsumexp_penalty=logsumexp_penalty, seed=seed,
         )
         out = out or Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -204,6 +206,9 @@ def student(
     w_embed: Annotated[float, typer.Option(help="Weight of the embedding MSE.")] = 1.0,
     w_relational: Annotated[float, typer.Option(help="Weight of the logit-matrix KL.")] = 0.0,
     layer_norm: Annotated[bool, typer.Option("--layer-norm", help="LayerNorm in students.")] = False,
+    label: Annotated[str, typer.Option(
+        help="Teacher action labels: actor | critic (best of --label-samples under the critic).")] = "actor",
+    label_samples: Annotated[int, typer.Option(help="Candidates per label with --label critic.")] = 16,
     obs_state: Annotated[str | None, typer.Option(
         help="Teacher state elements students see, e.g. 0:15,21 [all]; goal always.")] = None,
     obs_history: Annotated[int, typer.Option(
@@ -228,7 +233,8 @@ def student(
         mode=mode, iterations=iterations, num_envs=num_envs, steps_per_iter=steps_per_iter,
         sgd_steps_per_iter=sgd_steps, batch_size=batch_size, learning_rate=learning_rate,
         beta0=beta0, beta_decay=beta_decay, action_loss=action_loss, w_action=w_action,
-        w_embed=w_embed, w_relational=w_relational, eval_episodes=episodes, seed=seed)
+        w_embed=w_embed, w_relational=w_relational, eval_episodes=episodes, seed=seed,
+        label=label, label_samples=label_samples)
     from crl_distill.obs_spec import ObsSpec
 
     obs = ObsSpec.parse(obs_state, obs_history)
@@ -254,6 +260,8 @@ def export(
     io_names: Annotated[str, typer.Option(
         help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions).")] = "crl",
     opset: Annotated[int, typer.Option(help="ONNX opset (13-23) for older on-robot runtimes.")] = 23,
+    act_samples: Annotated[int, typer.Option(
+        help="Teacher acts with its critic: best of K actor candidates [1 = the actor].")] = 1,
 ) -> None:
     """Export a student (or teacher) policy to ONNX and run the parity gates.
 
@@ -266,7 +274,8 @@ def export(
     from crl_distill.export import export as run_export
 
     res = run_export(from_, out=out, student=student, skip_gates=skip_gates, episodes=episodes,
-                     seed=seed, fmt=format_, cc=cc, io_names=io_names, opset=opset)
+                     seed=seed, fmt=format_, cc=cc, io_names=io_names, opset=opset,
+                     act_samples=act_samples)
     g = res.report["gates"]
     if g.get("skipped"):
         console.print(f"[yellow]gates skipped[/]; wrote [bold]{res.path}[/]")
@@ -351,6 +360,8 @@ def eval_(
     from_: Annotated[Path, typer.Option("--from", help="Teacher run, student dir/file, or .onnx.")],
     env: Annotated[str | None, typer.Option(help="Evaluate on this env [the artifact's].")] = None,
     episodes: Annotated[int, typer.Option(help="Episodes (seeded, same for every artifact).")] = 256,
+    act_samples: Annotated[int, typer.Option(
+        help="Teacher acts with its critic: best of K actor candidates [1 = the actor].")] = 1,
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
     student: Annotated[str | None, typer.Option(help="Student name in a student dir.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -369,7 +380,8 @@ def eval_(
         return
     from crl_distill.export.onnx_export import evaluate_artifact
 
-    r = evaluate_artifact(from_, env=env, episodes=episodes, seed=seed, student=student)
+    r = evaluate_artifact(from_, env=env, episodes=episodes, seed=seed, student=student,
+                          act_samples=act_samples)
     if as_json:
         import json
 

@@ -27,10 +27,11 @@ from crl_distill.envs.base import GoalEnv, auto_reset
 from crl_distill.envs.observed import observed, teacher_obs
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.student.model import StudentConfig, init_student, make_student
-from crl_distill.teacher.crl import energy_matrix
+from crl_distill.teacher.crl import energy_matrix, selection_noise
 from crl_distill.teacher.networks import deterministic_policy
 
 ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
+LABELS = ("actor", "critic")
 MODES = ("dagger", "offline")
 
 
@@ -52,10 +53,18 @@ class DistillConfig:
     w_embed: float = 1.0
     w_relational: float = 0.0
     eval_episodes: int = 256
+    #: what the teacher's action label is: its deterministic actor, or (critic-guided) the
+    #: best of `label_samples` actor samples under its critic (a fixed noise set: the label is
+    #: a function of the state); the teacher also acts that way in DAgger rounds
+    label: str = "actor"
+    label_samples: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
         require_choice("mode", self.mode, MODES)
+        require_choice("label", self.label, LABELS)
+        if self.label_samples < 1:
+            raise CrlDistillError("label_samples must be >= 1")
         require_choice("action loss", self.action_loss, ACTION_LOSSES)
         if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
             raise CrlDistillError("beta0 and beta_decay must lie in [0, 1]")
@@ -190,12 +199,26 @@ class Distiller:
             env_state=jax.vmap(env.reset)(jax.random.split(k_env, d.num_envs)),
             key=key, iteration=jnp.zeros((), jnp.int32))
 
+    def teacher_action(self, teacher_params: dict, obs: jax.Array) -> jax.Array:
+        """The action the teacher stands for: its deterministic actor, or the critic's choice."""
+        crl = self.teacher.crl
+        if self.dcfg.label == "critic":
+            noise = selection_noise(self.dcfg.seed + 1, self.dcfg.label_samples,
+                                    self.env.action_size)
+            return crl.select_action(teacher_params["actor"], teacher_params["critic"], obs, noise)
+        return deterministic_policy(crl.actor, teacher_params["actor"])(obs)
+
     def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array,
               student_obs: jax.Array | None = None) -> dict:
         """Teacher labels for teacher observations obs [B, O] and executed actions [B, A];
         the row keeps `student_obs` (default: obs), the input the student learns from."""
         crl, env = self.teacher.crl, self.env
         mean, log_std = crl.actor.apply(teacher_params["actor"], obs)
+        if self.dcfg.label == "critic":
+            # The losses compare tanh(student mean) with tanh(t_mean): store the chosen action's
+            # pre-image (kept inside (-1, 1) so that atanh stays finite).
+            best = self.teacher_action(teacher_params, obs)
+            mean = jnp.arctanh(jnp.clip(best, -1 + 1e-6, 1 - 1e-6))
         phi, psi = crl.embed(teacher_params["critic"], obs[:, : env.state_size], action,
                              obs[:, env.state_size:])
         return {"obs": obs if student_obs is None else student_obs, "action": action,
@@ -210,7 +233,7 @@ class Distiller:
         def body(s, k):
             k_mix, k_reset = jax.random.split(k)
             full = teacher_obs(env, s)
-            t_action = deterministic_policy(self.teacher.crl.actor, teacher_params["actor"])(full)
+            t_action = self.teacher_action(teacher_params, full)
             s_action = deterministic_policy(self.modules.policy, student_params["policy"])(s.obs)
             use_teacher = jax.random.bernoulli(k_mix, beta, (n,))
             action = jnp.where(use_teacher[:, None], t_action, s_action)

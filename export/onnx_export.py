@@ -107,18 +107,53 @@ def traceable_teacher_policy(cfg: Any, actor_params: Any, action_size: int) -> C
     return lambda obs: jnp.tanh(apply_unrolled(cfg, net, obs, scan=scan)[..., :action_size])
 
 
-def _teacher_exportable(path: Path, traceable: bool = True) -> Exportable:
+def traceable_select_policy(t: Any, k: int, seed: int = 0) -> Callable:
+    """`Teacher.policy_fn(k, seed)` written with `apply_unrolled` (actor, phi and psi in one
+    graph, the K fixed noise rows as a constant), for ONNX tracing."""
+    from crl_distill.teacher.crl import energy_pairs, selection_noise
+    from crl_distill.teacher.networks import apply_unrolled, squash_log_std
+
+    cfg, env, a = t.config, t.env, t.env.action_size
+    noise = selection_noise(seed, k, a)
+    actor = t.params["actor"]["params"]["net"]
+    phi_p, psi_p = (t.params["critic"][n]["params"] for n in ("phi", "psi"))
+
+    def net(c, params, x):
+        return apply_unrolled(c, params, x, scan=c.depth > DEEP_EXPORT_DEPTH)
+
+    def policy(obs):
+        s, g = obs[:, : env.state_size], obs[:, env.state_size:]
+        out = net(cfg.actor, actor, obs)
+        mean, log_std = out[..., :a], squash_log_std(out[..., a:])
+        cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)
+        sa = jnp.concatenate([jnp.broadcast_to(s[:, None, :], (*cand.shape[:2], s.shape[-1])),
+                              cand], -1)
+        score = energy_pairs(net(cfg.critic, phi_p, sa), net(cfg.critic, psi_p, g)[:, None, :],
+                             cfg.energy)
+        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+
+    return policy
+
+
+def _teacher_exportable(path: Path, traceable: bool = True, act_samples: int = 1) -> Exportable:
     from crl_distill.teacher.train import load_teacher
 
     t = load_teacher(path)
     cfg = t.config.actor
-    policy = traceable_teacher_policy(cfg, t.params["actor"], t.env.action_size)
-    if not traceable:  # evaluation: the scan-built network compiles in constant time
-        policy = t.policy_fn()
-
-    return Exportable(kind="teacher", name=f"teacher-d{cfg.depth}", env=t.env, policy=policy,
-                      params=t.params["actor"], source=t.source,
-                      info={"teacher": t.config.to_dict(), "teacher_epoch": t.epoch})
+    info: dict[str, Any] = {"teacher": t.config.to_dict(), "teacher_epoch": t.epoch}
+    if act_samples > 1:
+        policy = traceable_select_policy(t, act_samples) if traceable else t.policy_fn(act_samples)
+        info["acting"] = (f"critic-selected: the best of {act_samples} fixed actor candidates "
+                          f"under f(phi(s, a), psi(g)) (noise seed 0, row 0 = the mean action)")
+        params = t.params
+    else:
+        policy = traceable_teacher_policy(cfg, t.params["actor"], t.env.action_size)
+        if not traceable:  # evaluation: the scan-built network compiles in constant time
+            policy = t.policy_fn()
+        params = t.params["actor"]
+    name = f"teacher-d{cfg.depth}" + (f"-k{act_samples}" if act_samples > 1 else "")
+    return Exportable(kind="teacher", name=name, env=t.env, policy=policy, params=params,
+                      source=t.source, info=info)
 
 
 def pick_student(student_dir: Path, name: str | None) -> Path:
@@ -147,17 +182,29 @@ def pick_student(student_dir: Path, name: str | None) -> Path:
     return files[0]
 
 
-def resolve(source: str | Path, student: str | None = None, traceable: bool = True) -> Exportable:
+def resolve(source: str | Path, student: str | None = None, traceable: bool = True,
+            act_samples: int = 1) -> Exportable:
     """A student file, a student directory, a teacher run directory or a teacher checkpoint.
 
-    `traceable=False` gives a teacher policy for JAX evaluation rather than ONNX tracing.
+    `traceable=False` gives a teacher policy for JAX evaluation rather than ONNX tracing;
+    `act_samples` K > 1 makes a teacher act with its critic (best of K fixed candidates).
     """
+    if act_samples < 1:
+        raise CrlDistillError(f"act samples must be >= 1, got {act_samples}")
     p = Path(source)
+    ex = _resolve(p, student, traceable, act_samples)
+    if act_samples > 1 and ex.kind != "teacher":
+        raise CrlDistillError("acting with the critic (--act-samples > 1) needs a teacher; a "
+                              "student is a plain MLP (distill it with --label critic instead)")
+    return ex
+
+
+def _resolve(p: Path, student: str | None, traceable: bool, act_samples: int) -> Exportable:
     if p.is_dir():
         if list(p.glob("student-*.npz")) or (p / "distill_report.json").exists():
             return _student_exportable(pick_student(p, student))
         if (p / "checkpoints").is_dir():
-            return _teacher_exportable(p, traceable)
+            return _teacher_exportable(p, traceable, act_samples)
         raise CrlDistillError(f"{p}: neither a student directory nor a teacher run directory")
     if not p.exists():
         raise CrlDistillError(f"{p}: no such file or directory")
@@ -362,7 +409,8 @@ FORMATS = ("onnx", "c")
 
 def export(source: str | Path, out: str | Path | None = None, student: str | None = None,
            skip_gates: bool = False, episodes: int = 128, seed: int = 0, fmt: str = "onnx",
-           cc: str | None = None, io_names: str = "crl", opset: int = DEFAULT_OPSET) -> ExportResult:
+           cc: str | None = None, io_names: str = "crl", opset: int = DEFAULT_OPSET,
+           act_samples: int = 1) -> ExportResult:
     """Trace, check and write `out` (default: policy.onnx next to the source) atomically.
 
     fmt="c" also writes a dependency-free C99 policy.h / policy.c beside it (students only),
@@ -375,7 +423,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     require_choice("io names", io_names, tuple(IO_NAMES))
     if not 13 <= opset <= DEFAULT_OPSET:
         raise CrlDistillError(f"opset must be in [13, {DEFAULT_OPSET}], got {opset}")
-    ex = resolve(source, student)
+    ex = resolve(source, student, act_samples=act_samples)
     if fmt == "c":
         if ex.kind != "student":
             raise CrlDistillError("C export is for students (plain MLPs); export the teacher as "
@@ -452,7 +500,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
 # One evaluator for every artifact
 # ----------------------------------------------------------------------------------------------
 def evaluate_artifact(source: str | Path, env: str | None = None, episodes: int = 256,
-                      seed: int = 0, student: str | None = None) -> dict:
+                      seed: int = 0, student: str | None = None, act_samples: int = 1) -> dict:
     """Teacher run/checkpoint, student file/dir or exported .onnx on the same seeded episodes."""
     from crl_distill.evaluation import evaluate, summarize
 
@@ -471,7 +519,7 @@ def evaluate_artifact(source: str | Path, env: str | None = None, episodes: int 
         kind, name, trained_on = "onnx", policy.metadata.get("name"), policy.env
         summary = summarize(per_ep)
     else:
-        ex = resolve(p, student, traceable=False)
+        ex = resolve(p, student, traceable=False, act_samples=act_samples)
         target = observed(make(env), getattr(ex.env, "spec", None)) if env else ex.env
         _check_env_fits(target, ex.env.observation_size, ex.env.action_size, ex.env.name)
         kind, name, trained_on = ex.kind, ex.name, ex.env.name

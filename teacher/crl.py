@@ -65,13 +65,16 @@ class TeacherConfig:
     replay_capacity: int = 10_000
     prefill_steps: int = 1_000
     num_eval_envs: int = 256
+    #: data collection acts with the critic: the best of this many actor samples under f
+    #: (1 = the plain stochastic actor, the paper's default)
+    act_samples: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         require_choice("energy", self.energy, ENERGIES)
         require_choice("contrastive loss", self.contrastive_loss, CONTRASTIVE_LOSSES)
         for name in ("num_envs", "unroll_length", "batch_size", "updates_per_iter",
-                     "iters_per_epoch", "epochs", "num_eval_envs", "repr_dim"):
+                     "iters_per_epoch", "epochs", "num_eval_envs", "repr_dim", "act_samples"):
             if getattr(self, name) < 1:
                 raise CrlDistillError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.replay_capacity < 2 * self.unroll_length:
@@ -145,6 +148,13 @@ def make_networks(cfg: TeacherConfig, env: GoalEnv) -> tuple[Actor, ResidualMLP,
     )
 
 
+def selection_noise(seed: int, k: int, action_size: int) -> jax.Array:
+    """A fixed [K, A] set of standard-normal noise rows for acting with the critic; row 0 is
+    zero, so the deterministic action is always among the candidates (K = 1: the actor)."""
+    noise = jax.random.normal(jax.random.PRNGKey(seed), (k, action_size))
+    return noise.at[0].set(0.0)
+
+
 def sample_action(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Reparameterised tanh-Gaussian sample [B, A] and its log-probability [B]."""
     u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
@@ -176,7 +186,8 @@ def energy_matrix(phi: jax.Array, psi: jax.Array, kind: str) -> jax.Array:
 
 
 def energy_pairs(phi: jax.Array, psi: jax.Array, kind: str) -> jax.Array:
-    """phi [B, D], psi [B, D] -> [B], f(phi_i, psi_i) (the diagonal of `energy_matrix`)."""
+    """phi [..., D], psi [..., D] (broadcasting) -> [...], f(phi, psi) pairwise (e.g. the
+    diagonal of `energy_matrix`)."""
     if kind == "l2":
         return -jnp.sqrt(jnp.sum((phi - psi) ** 2, -1) + 1e-12)
     if kind == "dot":
@@ -401,6 +412,21 @@ class CRL:
         """The deterministic policy used for evaluation and export: obs [B, O] -> [B, A]."""
         return deterministic_policy(self.actor, actor)(obs)
 
+    def select_action(self, actor: Any, critic: Any, obs: jax.Array, noise: jax.Array
+                      ) -> jax.Array:
+        """Act with the critic: candidates tanh(mean + std * noise_k) for noise [K, A] (or
+        [B, K, A]), scored f(phi(s, a_k), psi(g)); returns each row's best candidate [B, A].
+        With a zero noise row among them, the deterministic action is always a candidate."""
+        s, g = obs[:, : self.env.state_size], obs[:, self.env.state_size:]
+        mean, log_std = self.actor.apply(actor, obs)
+        cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)  # [B, K, A]
+        b, k, a = cand.shape
+        phi = self.phi.apply(critic["phi"], jnp.concatenate(
+            [jnp.broadcast_to(s[:, None, :], (b, k, s.shape[-1])), cand], -1))
+        psi = self.psi.apply(critic["psi"], g)
+        score = energy_pairs(phi, psi[:, None, :], self.cfg.energy)  # [B, K]
+        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+
     # -- losses -------------------------------------------------------------------------------
     def critic_loss(self, critic: Any, batch: dict) -> tuple[jax.Array, dict]:
         phi, psi = self.embed(critic, batch["state"], batch["action"], batch["goal"])
@@ -442,8 +468,9 @@ class CRL:
 
     # -- acting -------------------------------------------------------------------------------
     def collect(self, actor: Any, env_state: EnvState, episode: jax.Array, key: jax.Array,
-                steps: int, random_actions: bool = False):
-        """Step all envs `steps` times with the stochastic actor (or uniform random actions).
+                steps: int, random_actions: bool = False, critic: Any = None):
+        """Step all envs `steps` times with the stochastic actor (or uniform random actions;
+        with `act_samples` > 1 and a critic, the best of that many actor samples).
 
         Returns the new env state, episode counters and a time-major Transition [steps, N].
         """
@@ -454,6 +481,9 @@ class CRL:
             k_act, k_reset = jax.random.split(k)
             if random_actions:
                 a = jax.random.uniform(k_act, (n, env.action_size), minval=-1.0, maxval=1.0)
+            elif self.cfg.act_samples > 1 and critic is not None:
+                noise = jax.random.normal(k_act, (n, self.cfg.act_samples, env.action_size))
+                a = self.select_action(actor, critic, s.obs, noise)
             else:
                 mean, log_std = self.actor.apply(actor, s.obs)
                 a, _ = sample_action(k_act, mean, log_std)
@@ -488,7 +518,7 @@ class CRL:
         cfg = self.cfg
         key, k_collect, k_sgd = jax.random.split(c.key, 3)
         env_state, episode, tr = self.collect(c.train.actor, c.env_state, c.episode, k_collect,
-                                              cfg.unroll_length)
+                                              cfg.unroll_length, critic=c.train.critic)
         replay = replay_insert(c.replay, tr)
 
         def update(ts, k):

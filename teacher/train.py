@@ -30,7 +30,14 @@ from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
-from crl_distill.teacher.crl import CRL, Carry, TeacherConfig, carry_shardings, make_mesh
+from crl_distill.teacher.crl import (
+    CRL,
+    Carry,
+    TeacherConfig,
+    carry_shardings,
+    make_mesh,
+    selection_noise,
+)
 from crl_distill.teacher.networks import param_count
 
 CHECKPOINT_FORMAT = "crl-distill-teacher"
@@ -251,10 +258,16 @@ class Teacher:
         a = self._act(self.params["actor"], obs[None] if single else obs)
         return a[0] if single else a
 
-    def policy_fn(self) -> Callable[[jax.Array], jax.Array]:
-        """A jittable obs [B, O] -> action [B, A] closure over the parameters."""
+    def policy_fn(self, act_samples: int = 1, seed: int = 0) -> Callable[[jax.Array], jax.Array]:
+        """A jittable obs [B, O] -> action [B, A] closure over the parameters: the deterministic
+        actor, or with `act_samples` K > 1 the best of K candidates under the critic (a fixed
+        noise set drawn from `seed`, so the policy is deterministic)."""
         actor = self.params["actor"]
-        return lambda obs: self.crl.policy(actor, obs)
+        if act_samples <= 1:
+            return lambda obs: self.crl.policy(actor, obs)
+        noise = selection_noise(seed, act_samples, self.env.action_size)
+        critic = self.params["critic"]
+        return lambda obs: self.crl.select_action(actor, critic, obs, noise)
 
     def embed(self, state: Any, action: Any, goal: Any) -> tuple[jax.Array, jax.Array]:
         """-> phi(s, a) [B, repr_dim], psi(g) [B, repr_dim]."""
