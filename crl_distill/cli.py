@@ -339,7 +339,9 @@ def inspect(
         ("student observes", "the env's full observation" if spec is None else
          f"state indices {spec['state_indices']} of {spec['teacher_state_size']}, "
          f"{spec['history']} past step(s), then the goal"),
-        ("action", f"{policy.action_size} values in [{policy.action_low}, {policy.action_high}]"),
+        ("observation names", str(m.get("observation_names", "not recorded"))),
+        ("action", f"{policy.action_size} values in [{policy.action_low}, {policy.action_high}]"
+                   f": {m.get('action_names', '')}"),
         ("control period", f"{policy.control_period} s ({1 / policy.control_period:.0f} Hz)"
          if policy.control_period else "?"),
         ("success", f"goal distance < {m.get('success_threshold')} over {m.get('episode_length')} "

@@ -62,6 +62,10 @@ class GoalEnv:
     goal_distribution: str = ""
     #: the paper's code's state size where it differs from ours (see the env's docstring)
     reference_state_size: int | None = None
+    #: per state element: name and unit (empty: "state_<i>", unitless); actuator names
+    state_names: tuple[str, ...] = ()
+    state_units: tuple[str, ...] = ()
+    action_names: tuple[str, ...] = ()
     #: options a caller may set by name (`make("ant:goal_dist=4")`): name -> type.
     options: dict[str, type] = {}
 
@@ -137,6 +141,18 @@ class GoalEnv:
             terminated=terminated.astype(jnp.float32),
             metrics={"dist": dist, "success": (dist < self.success_threshold).astype(jnp.float32)},
         )
+
+    def interface(self) -> dict[str, list[dict[str, Any]]]:
+        """The observation and action, element by element: {"observation": [{name, unit,
+        source}], "action": [{name, low, high}]}, in the order the policy sees them."""
+        names = self.state_names or tuple(f"state_{i}" for i in range(self.state_size))
+        units = self.state_units or ("",) * self.state_size
+        obs = [{"name": n, "unit": u, "source": "state"} for n, u in zip(names, units, strict=True)]
+        obs += [{"name": f"goal_{names[i]}", "unit": units[i], "source": "goal"}
+                for i in self.goal_indices]
+        lo, hi = self.action_bounds
+        acts = self.action_names or tuple(f"action_{i}" for i in range(self.action_size))
+        return {"observation": obs, "action": [{"name": n, "low": lo, "high": hi} for n in acts]}
 
     def describe(self) -> dict[str, Any]:
         """Static facts about the environment (no physics is built)."""

@@ -337,6 +337,10 @@ class Reacher(BraxGoalEnv):
 
     name = "reacher"
     state_size = 10
+    state_names = ("cos_q0", "cos_q1", "sin_q0", "sin_q1", "tip_x", "tip_y", "tip_z",
+                   "tip_vx", "tip_vy", "tip_vz")
+    state_units = ("1",) * 4 + ("m",) * 3 + ("m/s",) * 3
+    action_names = ("joint0_torque", "joint1_torque")
     goal_indices = (4, 5, 6)
     action_size = 2
     episode_length = 1000
@@ -403,6 +407,14 @@ class Ant(_HealthyTorso, BraxGoalEnv):
 
     name = "ant"
     state_size = 29
+    _JOINTS = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")
+    state_names = ("torso_x", "torso_y", "torso_z", "torso_qw", "torso_qx", "torso_qy", "torso_qz",
+                   *_JOINTS, "torso_vx", "torso_vy", "torso_vz", "torso_wx", "torso_wy", "torso_wz",
+                   *(f"{j}_vel" for j in _JOINTS))
+    state_units = ("m",) * 3 + ("1",) * 4 + ("rad",) * 8 + ("m/s",) * 3 + ("rad/s",) * 3 + (
+        "rad/s",) * 8
+    #: in actuator order (the asset's motors start with leg 4)
+    action_names = tuple(f"{j}_torque" for j in (*_JOINTS[6:], *_JOINTS[:6]))
     goal_indices = (0, 1)
     action_size = 8
     episode_length = 1000

@@ -68,6 +68,15 @@ class ObservedEnv(GoalEnv):
         raise TypeError("a student's observation need not hold the achieved goal; use the "
                         "wrapped env's")
 
+    def interface(self) -> dict[str, list[dict[str, Any]]]:
+        inner = self.inner.interface()
+        state = [e for e in inner["observation"] if e["source"] == "state"]
+        kept = state if self.spec.state_indices is None else [state[i] for i in self.spec.state_indices]
+        past = [{**e, "name": f"{e['name']}@t-{k}"} for k in range(1, self.spec.history + 1)
+                for e in kept]
+        goal = [e for e in inner["observation"] if e["source"] == "goal"]
+        return {"observation": kept + past + goal, "action": inner["action"]}
+
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "observation_size": self.observation_size,
                 "state_size": self.state_size, "layout": self.layout,

@@ -20,6 +20,9 @@ _EDGE = 1e-3  # how close (in cells) the point may get to a wall's face
 
 class PointMaze(GoalEnv):
     state_size = 2
+    state_names = ("x", "y")
+    state_units = ("cell", "cell")
+    action_names = ("velocity_x", "velocity_y")
     goal_indices = (0, 1)
     action_size = 2
     success_threshold = 0.5

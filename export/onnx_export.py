@@ -285,6 +285,11 @@ def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str,
         "crl_distill_version": __version__, "params_sha256": params_sha256(ex.params),
         "source": str(ex.source), **{k: v for k, v in ex.info.items() if v is not None},
         "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")), **spec,
+        # Element by element, and as the flat comma-separated keys C++ controllers read.
+        "interface": (face := env.interface()),
+        "observation_names": ",".join(e["name"] for e in face["observation"]),
+        "action_names": ",".join(e["name"] for e in face["action"]),
+        "action_scale": ",".join(repr(float(e["high"])) for e in face["action"]),
         # The robot's model for sim-to-sim runs in native MuJoCo (`crl-distill eval --sim mujoco`,
         # examples/robot_controller.py); absent where the env has none.
         **({"native": native} if (native := env.native_spec()) else {}),

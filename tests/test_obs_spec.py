@@ -113,6 +113,7 @@ def test_reduced_student_exports_and_runs_from_the_file(reduced_students, tmp_pa
     assert policy.metadata["observation_spec"] == {"state_indices": [0], "history": 1,
                                                    "teacher_state_size": 2}
     assert (policy.input_size, policy.observation_size, policy.state_size) == (4, 3, 1)
+    assert policy.metadata["observation_names"] == "x,x@t-1,goal_x,goal_y"
     # The runtime stacks history itself: the robot passes its current [x, goal] only.
     x = np.array([[0.5, 1.0, 2.0]], np.float32)
     first = policy.act(x)

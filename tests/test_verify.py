@@ -118,3 +118,19 @@ def test_inspect_prints_the_interface(exported):
     for text in ("pointmaze_u", "obs float32 [batch, 4] -> action float32 [batch, 2]",
                  "control period", "20 Hz", "the env's full observation"):
         assert text in flat, text
+
+
+def test_interface_names_every_element_in_the_file(exported):
+    from crl_distill.envs import REGISTRY
+
+    meta = read_metadata(exported)
+    assert meta["observation_names"] == "x,y,goal_x,goal_y"
+    assert meta["action_names"] == "velocity_x,velocity_y" and meta["action_scale"] == "1.0,1.0"
+    assert [e["source"] for e in meta["interface"]["observation"]] == ["state"] * 2 + ["goal"] * 2
+    assert meta["interface"]["observation"][0]["unit"] == "cell"
+    for name in REGISTRY:  # every env names exactly its observation and action elements
+        env = make(name)
+        face = env.interface()
+        assert len(face["observation"]) == env.observation_size, name
+        assert len(face["action"]) == env.action_size, name
+        assert len({e["name"] for e in face["observation"]}) == env.observation_size, name
