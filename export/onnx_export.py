@@ -212,7 +212,7 @@ def _resolve(p: Path, student: str | None, traceable: bool, act_samples: int) ->
     if fmt == "crl-distill-student":
         return _student_exportable(p)
     if fmt == "crl-distill-teacher":
-        return _teacher_exportable(p, traceable)
+        return _teacher_exportable(p, traceable, act_samples)
     raise CrlDistillError(f"{p}: a {fmt!r} file cannot be exported")
 
 

@@ -95,6 +95,10 @@ def test_k_sample_teacher_exports_as_one_graph_and_passes_the_gates(run, tmp_pat
     onnx_eval = evaluate_artifact(res.path, episodes=8)
     jax_eval = evaluate_artifact(run, episodes=8, act_samples=4)
     assert onnx_eval["success_any"] == jax_eval["success_any"]
+    # a checkpoint file resolves the same way as its run directory
+    ckpt = evaluate_artifact(sorted((run / "checkpoints").glob("epoch-*.npz"))[-1], episodes=8,
+                             act_samples=4)
+    assert ckpt["time_at_goal"] == jax_eval["time_at_goal"]
 
 
 def test_act_samples_needs_a_teacher(tmp_path):
