@@ -73,11 +73,12 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
 
 
-def _eval_rank(row: dict) -> tuple[float, float]:
+def _eval_rank(row: dict) -> tuple[float, float, float]:
     """How a checkpoint's evaluation ranks: success_any first, then time at goal (which tells
     apart policies that all reach the goal, such as a reacher that holds it from one that
-    sweeps through it)."""
-    return (row["eval/success_any"], row["eval/time_at_goal"])
+    sweeps through it), then the final distance (which tells apart policies that never reach
+    it, such as an ant still learning to walk)."""
+    return (row["eval/success_any"], row["eval/time_at_goal"], -row["eval/final_dist"])
 
 
 def _tree_finite(tree: Any) -> bool:
