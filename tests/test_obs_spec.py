@@ -114,6 +114,9 @@ def test_reduced_student_exports_and_runs_from_the_file(reduced_students, tmp_pa
                                                    "teacher_state_size": 2}
     assert (policy.input_size, policy.observation_size, policy.state_size) == (4, 3, 1)
     assert policy.metadata["observation_names"] == "x,x@t-1,goal_x,goal_y"
+    from crl_distill.runtime import verify
+
+    assert verify(res.path)["weights"] == "match"  # the contract check holds for this variant
     # The runtime stacks history itself: the robot passes its current [x, goal] only.
     x = np.array([[0.5, 1.0, 2.0]], np.float32)
     first = policy.act(x)

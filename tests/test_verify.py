@@ -134,3 +134,31 @@ def test_interface_names_every_element_in_the_file(exported):
         assert len(face["observation"]) == env.observation_size, name
         assert len(face["action"]) == env.action_size, name
         assert len({e["name"] for e in face["observation"]}) == env.observation_size, name
+
+
+def test_malformed_contract_metadata_and_unloadable_opsets_are_one_line_errors(exported, tmp_path):
+    def set_meta(key, value):
+        def edit(model):
+            keep = [p for p in model.metadata_props if p.key != f"crl_distill.{key}"]
+            del model.metadata_props[:]
+            model.metadata_props.extend(keep)
+            prop = model.metadata_props.add()
+            prop.key, prop.value = f"crl_distill.{key}", value
+        return edit
+
+    cases = [("observation_spec", '{"state_indices": [0], "history": 1}', "observation_spec"),
+             ("observation_spec", '{"state_indices": [7], "history": 0, "teacher_state_size": 2}',
+              "observation_spec"),
+             ("obs_range", '{"low": [0, 0], "high": [1, 1]}', "obs_range"),
+             ("obs_range", '"wide"', "obs_range")]
+    for i, (key, value, match) in enumerate(cases):
+        with pytest.raises(CrlDistillError, match=match) as e:
+            OnnxPolicy(_rewrite(exported, tmp_path / f"m{i}.onnx", set_meta(key, value)))
+        assert "\n" not in str(e.value)
+
+    def future_opset(model):
+        for o in model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = 99
+    with pytest.raises(CrlDistillError, match="onnxruntime cannot load it"):
+        OnnxPolicy(_rewrite(exported, tmp_path / "opset99.onnx", future_opset))
