@@ -22,6 +22,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 KEYS = ("success_any", "success_any_ci95", "time_at_goal", "time_at_goal_ci95")
 
 
+def _p50_us(policy, calls: int = 5000) -> dict[str, float]:
+    import time
+
+    import numpy as np
+
+    obs = np.zeros(policy.observation_size, np.float32)
+    for _ in range(200):
+        policy.act(obs)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        policy.act(obs)
+        ts.append(time.perf_counter_ns() - t0)
+    return {"p50_us": float(np.median(ts) / 1e3), "p99_us": float(np.quantile(ts, 0.99) / 1e3)}
+
+
 def main() -> None:
     from _common import machine_info, write_json
 
@@ -35,6 +51,9 @@ def main() -> None:
     p.add_argument("--label-samples", type=int, default=16)
     p.add_argument("--episodes", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency", action="store_true",
+                   help="also export the teacher with K = 1 and the largest K and time batch-1 "
+                        "OnnxPolicy.act (one thread) side by side")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/critic_acting.json"))
     args = p.parse_args()
     src = args.teacher
@@ -51,7 +70,18 @@ def main() -> None:
         r = evaluate_artifact(src, episodes=args.episodes, seed=args.seed, act_samples=k)
         report("teacher actor" if k == 1 else f"teacher, critic picks best of {k}", r)
     work = Path(tempfile.mkdtemp(prefix="crl-critic-acting-"))
-    for label in ("actor", "critic"):
+    latency = {}
+    if args.latency:
+        from crl_distill.export import export
+        from crl_distill.runtime import OnnxPolicy
+
+        for k in (1, max(map(int, args.ks.split(",")))):
+            res = export(src, out=work / f"teacher-k{k}.onnx", episodes=16, act_samples=k)
+            latency[k] = _p50_us(OnnxPolicy(res.path))
+            print(f"teacher ONNX, K = {k}: batch-1 OnnxPolicy.act p50 {latency[k]['p50_us']:.1f} us, "
+                  f"p99 {latency[k]['p99_us']:.1f} us (gates passed: {res.report['passed']})",
+                  flush=True)
+    for label in (("actor", "critic") if args.students else ()):
         cfg = DistillConfig(label=label, label_samples=args.label_samples,
                             eval_episodes=args.episodes, seed=args.seed)
         rep = distill(src, students=args.students, out=work / label, config=cfg, progress=False,
@@ -60,7 +90,7 @@ def main() -> None:
             report(f"student {s['name']}, {label} labels"
                    + (f" (best of {args.label_samples})" if label == "critic" else ""),
                    {k: s[f"eval/{k}"] for k in KEYS})
-    out = write_json(args.out, {"benchmark": "critic_acting", "teacher": str(src),
+    out = write_json(args.out, {"benchmark": "critic_acting", "teacher": str(src), "latency": latency,
                                 "episodes": args.episodes, "seed": args.seed, "rows": rows,
                                 "machine": machine_info()})
     import matplotlib

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import atomic_write, atomic_write_json, read_jsonl
@@ -25,14 +26,27 @@ class PipelineResult:
     summary: dict
 
 
-def _teacher_complete(run: Path) -> bool:
+def _teacher_complete(run: Path, want: Any) -> bool:
+    """The run finished with exactly the requested config; one clear error if it holds another."""
+    from crl_distill.teacher.crl import TeacherConfig
     from crl_distill.teacher.train import _checkpoints
 
-    cfg = run / "config.json"
-    if not cfg.is_file() or not _checkpoints(run):
+    path = run / "config.json"
+    if not path.is_file():
         return False
-    epochs = json.loads(cfg.read_text())["teacher"]["epochs"]
-    return len(read_jsonl(run / "metrics.jsonl")) >= epochs and (run / "learning_curve.png").exists()
+    try:
+        have = TeacherConfig.from_dict(json.loads(path.read_text())["teacher"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CrlDistillError(f"{path}: corrupt teacher config ({type(e).__name__})") from None
+    if have != want:
+        a, b = have.to_dict(), want.to_dict()
+        diff = ", ".join(f"{k}={a[k]!r} (requested {b[k]!r})" for k in a if a[k] != b.get(k))
+        raise CrlDistillError(f"{run} holds a teacher trained with other settings: {diff}; "
+                              f"choose another --out or remove it")
+    if not _checkpoints(run):
+        return False
+    return (len(read_jsonl(run / "metrics.jsonl")) >= want.epochs
+            and (run / "learning_curve.png").exists())
 
 
 def _export_valid(path: Path, student_file: Path) -> bool:
@@ -75,7 +89,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     t0 = time.perf_counter()
     run = out / "teacher"
     cfg = configure(env, depth=depth, seed=seed, **(teacher_overrides or {}))
-    if _teacher_complete(run):
+    if _teacher_complete(run, cfg):
         say(f"teacher: complete in {run}, skipped")
     elif (run / "config.json").is_file():
         say(f"teacher: resuming {run}")
@@ -113,14 +127,16 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     if lat_path.is_file():
         try:
             latency = json.loads(lat_path.read_text())
-            if latency.get("student_onnx") != str(onnx_path):
+            # Measured on this very export (its weights), not merely on a file at this path.
+            if latency.get("student_params_sha256") != export_report.get("params_sha256"):
                 latency = None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             latency = None
     if latency is None:
         say("latency: measuring")
         latency = run_latency_benchmark(onnx_path, run, deep_depth=deep_depth, onnx_deep=False,
                                         work_dir=out / ".bench", log=say)
+        latency["student_params_sha256"] = export_report.get("params_sha256")
         atomic_write_json(lat_path, latency)
     stage_s["latency"] = time.perf_counter() - t0
 

@@ -36,3 +36,22 @@ def test_pipeline_end_to_end_and_rerun_skips(tmp_path):
     assert again.summary["stage_seconds"]["teacher"] < s["stage_seconds"]["teacher"]
     # (JSON, because an undefined retention is NaN and NaN != NaN)
     assert json.dumps(again.summary["students"]) == json.dumps(s["students"])
+    # A rerun asking for another teacher says so in one line and changes nothing ...
+    import pytest
+
+    from crl_distill.errors import CrlDistillError
+
+    with pytest.raises(CrlDistillError, match=r"epochs=2 \(requested 3\)"):
+        run_pipeline(out=out, students="1x32,2x32", teacher_overrides={**TINY_TEACHER, "epochs": 3},
+                     distill_overrides=TINY_DISTILL, episodes=32, parity_episodes=32,
+                     deep_depth=16, progress=False)
+    assert (out / "policy.onnx").stat().st_mtime_ns == mtime
+    # ... and latency measured on another export is measured again.
+    lat = json.loads((out / "latency.json").read_text())
+    assert lat["student_params_sha256"] == report["params_sha256"]
+    (out / "latency.json").write_text(json.dumps({**lat, "student_params_sha256": "stale"}))
+    run_pipeline(out=out, students="1x32,2x32", teacher_overrides=TINY_TEACHER,
+                 distill_overrides=TINY_DISTILL, episodes=32, parity_episodes=32,
+                 deep_depth=16, progress=False)
+    assert json.loads((out / "latency.json").read_text())["student_params_sha256"] == \
+        report["params_sha256"]
