@@ -114,7 +114,7 @@ def preset(platform: str) -> dict[str, Any]:
     if platform == "cpu":
         # alpha_learning_rate: a CPU run does ~20x fewer SGD steps in its wall-clock budget, and
         # with the paper's 3e-4 the policy stays near-random for ~10k of them (reacher: entropy
-        # at its target by 0.2 M env steps instead of 0.9 M; docs/results.md).
+        # at its target by 0.27 M env steps, against not yet after 1.3 M; docs/results.md).
         return dict(num_envs=64, unroll_length=50, batch_size=256, updates_per_iter=40,
                     iters_per_epoch=10, epochs=15, replay_capacity=2_000, prefill_steps=200,
                     num_eval_envs=128, width=256, alpha_learning_rate=3e-3)
