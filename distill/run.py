@@ -36,6 +36,7 @@ from crl_distill.student.model import (
 )
 from crl_distill.teacher.networks import deterministic_policy, param_count
 from crl_distill.teacher.train import Teacher, load_teacher
+from crl_distill.timing import percentiles_us, time_calls
 
 from .dagger import DistillConfig, Distiller
 
@@ -82,10 +83,7 @@ def default_out_dir(teacher: Teacher) -> Path:
 
 def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:
     """Batch-1 latency of a jitted callable (median / p99 in microseconds, after warm-up)."""
-    from crl_distill.export.latency import time_calls
-
-    times = time_calls(lambda v: jax.block_until_ready(fn(v)), x, n, warmup=20)
-    return {"p50_us": float(np.median(times) * 1e6), "p99_us": float(np.quantile(times, 0.99) * 1e6)}
+    return percentiles_us(time_calls(lambda v: jax.block_until_ready(fn(v)), x, n, warmup=20))
 
 
 def heldout_metrics(distiller: Distiller, teacher: Teacher, params: dict, seed: int) -> dict:

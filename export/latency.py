@@ -7,12 +7,13 @@ single-threaded, XLA_FLAGS must be set before JAX is imported (`single_thread_xl
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crl_distill.timing import time_calls
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -24,18 +25,6 @@ def single_thread_xla_flags() -> None:
 
     if "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
-
-
-def time_calls(fn: Callable[[np.ndarray], Any], x: np.ndarray, n: int, warmup: int = 50) -> np.ndarray:
-    """Seconds per call for `n` calls of fn(x) after `warmup` calls."""
-    for _ in range(warmup):
-        fn(x)
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(x)
-        out[i] = time.perf_counter() - t0
-    return out
 
 
 def profile(name: str, fn_for_batch: Callable[[int], Callable[[np.ndarray], Any]], obs_size: int,

@@ -1,0 +1,31 @@
+"""Wall-clock measurement shared by every stage (it sits below them: distillation times its
+students, export times its files, and neither imports the other for it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def time_calls(fn: Callable[[Any], Any], x: Any, n: int, warmup: int = 50) -> np.ndarray:
+    """Seconds per call for `n` calls of fn(x) after `warmup` calls, [n]."""
+    for _ in range(warmup):
+        fn(x)
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(x)
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def percentiles_us(seconds: np.ndarray) -> dict[str, float]:
+    """{"p50_us", "p99_us"} of per-call times given in seconds."""
+    return {"p50_us": float(np.median(seconds) * 1e6),
+            "p99_us": float(np.quantile(seconds, 0.99) * 1e6)}
+
+
+__all__ = ["percentiles_us", "time_calls"]
