@@ -209,15 +209,18 @@ class Distiller:
         return deterministic_policy(crl.actor, teacher_params["actor"])(obs)
 
     def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array,
-              student_obs: jax.Array | None = None) -> dict:
+              student_obs: jax.Array | None = None, teacher_action: jax.Array | None = None
+              ) -> dict:
         """Teacher labels for teacher observations obs [B, O] and executed actions [B, A];
-        the row keeps `student_obs` (default: obs), the input the student learns from."""
+        the row keeps `student_obs` (default: obs), the input the student learns from.
+        `teacher_action`, when the caller has it, is `self.teacher_action(..., obs)`."""
         crl, env = self.teacher.crl, self.env
         mean, log_std = crl.actor.apply(teacher_params["actor"], obs)
         if self.dcfg.label == "critic":
             # The losses compare tanh(student mean) with tanh(t_mean): store the chosen action's
             # pre-image (kept inside (-1, 1) so that atanh stays finite).
-            best = self.teacher_action(teacher_params, obs)
+            best = (self.teacher_action(teacher_params, obs) if teacher_action is None
+                    else teacher_action)
             mean = jnp.arctanh(jnp.clip(best, -1 + 1e-6, 1 - 1e-6))
         phi, psi = crl.embed(teacher_params["critic"], obs[:, : env.state_size], action,
                              obs[:, env.state_size:])
@@ -237,7 +240,7 @@ class Distiller:
             s_action = deterministic_policy(self.modules.policy, student_params["policy"])(s.obs)
             use_teacher = jax.random.bernoulli(k_mix, beta, (n,))
             action = jnp.where(use_teacher[:, None], t_action, s_action)
-            rows = self.label(teacher_params, full, action, s.obs)
+            rows = self.label(teacher_params, full, action, s.obs, t_action)
             s = jax.vmap(env.step)(s, action)
             s = jax.vmap(auto_reset, in_axes=(None, 0, 0))(env, s, jax.random.split(k_reset, n))
             return s, (rows, use_teacher.mean())

@@ -110,7 +110,7 @@ def traceable_teacher_policy(cfg: Any, actor_params: Any, action_size: int) -> C
 def traceable_select_policy(t: Any, k: int, seed: int = 0) -> Callable:
     """`Teacher.policy_fn(k, seed)` written with `apply_unrolled` (actor, phi and psi in one
     graph, the K fixed noise rows as a constant), for ONNX tracing."""
-    from crl_distill.teacher.crl import energy_pairs, selection_noise
+    from crl_distill.teacher.crl import best_candidate, selection_noise
     from crl_distill.teacher.networks import apply_unrolled, squash_log_std
 
     cfg, env, a = t.config, t.env, t.env.action_size
@@ -124,13 +124,9 @@ def traceable_select_policy(t: Any, k: int, seed: int = 0) -> Callable:
     def policy(obs):
         s, g = obs[:, : env.state_size], obs[:, env.state_size:]
         out = net(cfg.actor, actor, obs)
-        mean, log_std = out[..., :a], squash_log_std(out[..., a:])
-        cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)
-        sa = jnp.concatenate([jnp.broadcast_to(s[:, None, :], (*cand.shape[:2], s.shape[-1])),
-                              cand], -1)
-        score = energy_pairs(net(cfg.critic, phi_p, sa), net(cfg.critic, psi_p, g)[:, None, :],
-                             cfg.energy)
-        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+        return best_candidate(out[..., :a], squash_log_std(out[..., a:]), s, g, noise,
+                              lambda sa: net(cfg.critic, phi_p, sa),
+                              lambda goal: net(cfg.critic, psi_p, goal), cfg.energy)
 
     return policy
 
@@ -459,22 +455,24 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
             raise
     from crl_distill.runtime import weights_sha256
 
-    set_metadata(model, {**build_metadata(ex, golden, gates), "io_names": io_names,
-                         "opset": opset, "weights_sha256": weights_sha256(model)})
+    meta = build_metadata(ex, golden, gates)
+    set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
+                         "weights_sha256": weights_sha256(model)})
     data = model.SerializeToString()
     critic_path = None
     if ex.critic is not None:
         critic = trace_critic(ex)
         gate_checker(critic)
-        set_metadata(critic, {**build_metadata(ex, [], {"checker": {"passed": True}}),
-                              "format": POLICY_FORMAT + "-critic"})
+        set_metadata(critic, {**meta, "golden": [], "gates": {"checker": {"passed": True}},
+                              "gates_skipped": False, "format": POLICY_FORMAT + "-critic"})
         critic_path = out.with_name(out.stem + ".critic.onnx")
     c_paths: list[Path] = []
     if fmt == "c":
-        meta = {k: v for k, v in build_metadata(ex, [], {}).items()
-                if k not in ("golden", "gates", "gates_skipped", "native")}
+        c_meta = {k: v for k, v in meta.items()
+                  if k not in ("golden", "gates", "gates_skipped", "native")}
         prefix = c_export.c_prefix(out.stem)
-        header, source_c = c_export.c_sources(ex.info["student"], ex.params["policy"], meta, prefix)
+        header, source_c = c_export.c_sources(ex.info["student"], ex.params["policy"], c_meta,
+                                              prefix)
         if skip_gates:
             report["c"] = {"skipped": True}
         else:
@@ -489,9 +487,8 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     if critic_path is not None:
         atomic_write_bytes(critic_path, critic.SerializeToString())
     if fmt == "c":
-        native = ex.env.native_spec()
         c_paths = c_export.write_c(out.parent, header, source_c, prefix=prefix,
-                                   model_xml=native["mjcf"] if native else None)
+                                   model_xml=meta["native"]["mjcf"] if "native" in meta else None)
         report["c_files"] = [p.name for p in c_paths]
     report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
                    "critic": str(critic_path) if critic_path else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,19 @@ def selection_noise(seed: int, k: int, action_size: int) -> jax.Array:
     zero, so the deterministic action is always among the candidates (K = 1: the actor)."""
     noise = jax.random.normal(jax.random.PRNGKey(seed), (k, action_size))
     return noise.at[0].set(0.0)
+
+
+def best_candidate(mean: jax.Array, log_std: jax.Array, state: jax.Array, goal: jax.Array,
+                   noise: jax.Array, phi: Callable, psi: Callable, energy: str) -> jax.Array:
+    """The critic's choice among tanh(mean + std * noise_k): mean, log_std [B, A], state [B, S],
+    goal [B, G], noise [K, A] (or [B, K, A]); phi maps [B, K, S + A] -> [B, K, D], psi
+    [B, G] -> [B, D]. Returns each row's highest-scoring candidate [B, A]. One definition for
+    the JAX teacher and its traced export, which pass their own network functions."""
+    cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)  # [B, K, A]
+    b, k, _ = cand.shape
+    sa = jnp.concatenate([jnp.broadcast_to(state[:, None, :], (b, k, state.shape[-1])), cand], -1)
+    score = energy_pairs(phi(sa), psi(goal)[:, None, :], energy)  # [B, K]
+    return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
 
 
 def sample_action(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -419,13 +433,9 @@ class CRL:
         With a zero noise row among them, the deterministic action is always a candidate."""
         s, g = obs[:, : self.env.state_size], obs[:, self.env.state_size:]
         mean, log_std = self.actor.apply(actor, obs)
-        cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)  # [B, K, A]
-        b, k, a = cand.shape
-        phi = self.phi.apply(critic["phi"], jnp.concatenate(
-            [jnp.broadcast_to(s[:, None, :], (b, k, s.shape[-1])), cand], -1))
-        psi = self.psi.apply(critic["psi"], g)
-        score = energy_pairs(phi, psi[:, None, :], self.cfg.energy)  # [B, K]
-        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+        return best_candidate(mean, log_std, s, g, noise,
+                              lambda sa: self.phi.apply(critic["phi"], sa),
+                              lambda goal: self.psi.apply(critic["psi"], goal), self.cfg.energy)
 
     # -- losses -------------------------------------------------------------------------------
     def critic_loss(self, critic: Any, batch: dict) -> tuple[jax.Array, dict]:
