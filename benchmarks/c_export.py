@@ -20,7 +20,6 @@ import ctypes
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +62,9 @@ int main(int argc, char **argv)
 
 
 def timed(fn, calls: int) -> dict[str, float]:
-    for _ in range(min(1000, calls)):
-        fn()
-    ts = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter_ns()
-        fn()
-        ts[i] = time.perf_counter_ns() - t0
-    return {"p50_us": float(np.median(ts) / 1e3), "p99_us": float(np.quantile(ts, 0.99) / 1e3)}
+    from crl_distill.timing import percentiles_us, time_calls
+
+    return percentiles_us(time_calls(lambda _: fn(), None, calls, warmup=min(1000, calls)))
 
 
 def measure(onnx_path: Path, c_paths: list[Path], calls: int) -> dict[str, dict[str, float]]:

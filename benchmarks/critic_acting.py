@@ -23,19 +23,12 @@ KEYS = ("success_any", "success_any_ci95", "time_at_goal", "time_at_goal_ci95")
 
 
 def _p50_us(policy, calls: int = 5000) -> dict[str, float]:
-    import time
-
     import numpy as np
 
+    from crl_distill.timing import percentiles_us, time_calls
+
     obs = np.zeros(policy.observation_size, np.float32)
-    for _ in range(200):
-        policy.act(obs)
-    ts = []
-    for _ in range(calls):
-        t0 = time.perf_counter_ns()
-        policy.act(obs)
-        ts.append(time.perf_counter_ns() - t0)
-    return {"p50_us": float(np.median(ts) / 1e3), "p99_us": float(np.quantile(ts, 0.99) / 1e3)}
+    return percentiles_us(time_calls(policy.act, obs, calls, warmup=200))
 
 
 def main() -> None:

@@ -28,16 +28,11 @@ class PipelineResult:
 
 def _teacher_complete(run: Path, want: Any) -> bool:
     """The run finished with exactly the requested config; one clear error if it holds another."""
-    from crl_distill.teacher.crl import TeacherConfig
-    from crl_distill.teacher.train import _checkpoints
+    from crl_distill.teacher.train import _checkpoints, read_run_config
 
-    path = run / "config.json"
-    if not path.is_file():
+    if not (run / "config.json").is_file():
         return False
-    try:
-        have = TeacherConfig.from_dict(json.loads(path.read_text())["teacher"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise CrlDistillError(f"{path}: corrupt teacher config ({type(e).__name__})") from None
+    have = read_run_config(run)
     if have != want:
         a, b = have.to_dict(), want.to_dict()
         diff = ", ".join(f"{k}={a[k]!r} (requested {b[k]!r})" for k in a if a[k] != b.get(k))

@@ -220,7 +220,7 @@ class OnnxPolicy:
             raise PolicyError(f"{self.path}: malformed golden pairs in the metadata") from None
         if obs.shape != (len(golden), self.input_size) or want.shape != (len(golden), self.action_size):
             raise PolicyError(f"{self.path}: golden pairs do not fit the graph's sizes")
-        got = self.session.run([self._out_name], {"obs": obs})[0]
+        got = self.session.run(self._out_names, {"obs": obs})[0]
         diff = float(np.abs(got - want).max())
         if not diff <= VERIFY_TOLERANCE:
             raise PolicyError(f"{self.path}: self-test failed: golden actions differ by {diff:.3g} "

@@ -216,7 +216,7 @@ def distill(
             f"episodes (seed {dcfg.seed})")
 
     info_common = {
-        "env": t.config.env, "env_facts": tenv.describe(), "teacher_source": str(t.source),
+        "env": t.config.env, "teacher_source": str(t.source),
         "teacher_epoch": t.epoch, "teacher": t.config.to_dict(), "distill": dataclasses.asdict(dcfg),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,9 +255,9 @@ def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: 
             log=lambda r, n=scfg.name: _log_iteration(console, live, n, r))
     dist = Distiller(t, scfg, dcfg)
     senv = dist.senv
-    ev = evaluate(senv, _student_policy(scfg, senv, params), dcfg.eval_episodes, dcfg.seed)
+    policy = _student_policy(scfg, senv, params)
+    ev = evaluate(senv, policy, dcfg.eval_episodes, dcfg.seed)
     actor_params = count_params(params["policy"])
-    pfn = jax.jit(_student_policy(scfg, senv, params))
     row = {
         "name": scfg.name,
         "student": dataclasses.asdict(scfg),
@@ -270,7 +270,7 @@ def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: 
         "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
         "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
         **heldout_metrics(dist, t, params, dcfg.seed),
-        "latency_batch1": latency_us(pfn, jnp.zeros((1, senv.observation_size))),
+        "latency_batch1": latency_us(jax.jit(policy), jnp.zeros((1, senv.observation_size))),
         "history": history,
     }
     path = save_student(final, scfg, params,

@@ -69,6 +69,15 @@ def teacher_param_counts(cfg: TeacherConfig, env: GoalEnv) -> dict[str, int]:
     }
 
 
+def read_run_config(run_dir: Path) -> TeacherConfig:
+    """The TeacherConfig a run directory's config.json records; one line when it is corrupt."""
+    path = run_dir / "config.json"
+    try:
+        return TeacherConfig.from_dict(json.loads(path.read_text())["teacher"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CrlDistillError(f"{path}: corrupt teacher config ({e})") from None
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
 
@@ -113,10 +122,7 @@ def train_teacher(
     if resume:
         if not (run_dir / "config.json").is_file():
             raise CrlDistillError(f"{run_dir}: not a teacher run directory (no config.json)")
-        try:
-            cfg = TeacherConfig.from_dict(json.loads((run_dir / "config.json").read_text())["teacher"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CrlDistillError(f"{run_dir}/config.json: corrupt teacher config ({e})") from None
+        cfg = read_run_config(run_dir)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise CrlDistillError(f"{run_dir} already exists and is not empty; use --resume {run_dir} "
                               f"to continue it or choose another --out")
