@@ -428,7 +428,8 @@ class Ant(_HealthyTorso, BraxGoalEnv):
     healthy_z_range = (0.2, 1.0)
     native_observer = "qpos_qvel"
     goal_dist = 10.0
-    options = {"goal_dist": float}
+    #: `ant:backend=mjx` simulates with MuJoCo's own solver, the physics native MuJoCo runs
+    options = {"goal_dist": float, "backend": str}
     reset_noise = 0.1
 
     @property
@@ -436,6 +437,7 @@ class Ant(_HealthyTorso, BraxGoalEnv):
         return f"{self.goal_dist:g} m from the start in a uniform direction"
 
     def check_options(self) -> None:
+        super().check_options()
         if not self.goal_dist > 0:
             raise ValueError(f"goal_dist must be > 0, got {self.goal_dist}")
 

@@ -22,7 +22,8 @@ from crl_distill.native import NativeSim
 from crl_distill.runtime import read_metadata
 
 
-@pytest.mark.parametrize("name", ["reacher", "reacher:backend=mjx", "ant", "humanoid_u_maze"])
+@pytest.mark.parametrize("name", ["reacher", "reacher:backend=mjx", "ant", "ant:backend=mjx",
+                                  "humanoid_u_maze"])
 def test_the_model_carries_every_physics_setting(name):
     """Timestep, gears and frame skip live in the MJCF that both simulators read."""
     env = make(name)
@@ -37,24 +38,32 @@ def test_the_model_carries_every_physics_setting(name):
         assert ET.fromstring(env.model_xml()).find("option").get("timestep") == repr(env.timestep)
 
 
-def test_mjx_reacher_and_native_mujoco_follow_the_same_trajectory():
+@pytest.mark.parametrize(("name", "steps", "agrees"), [
+    ("reacher:backend=mjx", 50, True),
+    ("reacher", 50, False),
+    # The ant's contacts are chaotic: float32 (MJX) against float64 (MuJoCo's C engine) stay
+    # within 1e-4 for the first second and part later (0.16 m after 50 random steps).
+    ("ant:backend=mjx", 20, True),
+    ("ant", 20, False),
+])
+def test_mjx_and_native_mujoco_follow_the_same_trajectory(name, steps, agrees):
     """The same action sequence from the same start: MJX and MuJoCo's C engine agree to 1e-3
-    over 50 steps (2 s); the spring pipeline, a different physics, does not."""
-    for name, agrees in (("reacher:backend=mjx", True), ("reacher", False)):
-        env = make(name)
-        n = 4
-        state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), n))
-        sim = NativeSim(env.native_spec(), n)
-        sim.set_state(np.asarray(state.sim.q), np.asarray(state.sim.qd))
-        step = jax.jit(jax.vmap(env.step))
-        rng = np.random.default_rng(0)
-        worst = 0.0
-        for _ in range(50):
-            a = rng.uniform(-1, 1, (n, env.action_size)).astype(np.float32)
-            state = step(state, jnp.asarray(a))
-            sim.step(a)
-            worst = max(worst, np.abs(sim.state() - np.asarray(state.obs)[:, : env.state_size]).max())
-        assert (worst < 1e-3) == agrees, (name, worst)
+    (reacher over 50 steps, 2 s; ant over 20 steps, 1 s); the spring pipeline, a different
+    physics, does not."""
+    env = make(name)
+    n = 4
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), n))
+    sim = NativeSim(env.native_spec(), n)
+    sim.set_state(np.asarray(state.sim.q), np.asarray(state.sim.qd))
+    step = jax.jit(jax.vmap(env.step), compiler_options=env.jit_options)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, (n, env.action_size)).astype(np.float32)
+        state = step(state, jnp.asarray(a))
+        sim.step(a)
+        worst = max(worst, np.abs(sim.state() - np.asarray(state.obs)[:, : env.state_size]).max())
+    assert (worst < 1e-3) == agrees, (name, worst)
 
 
 def test_native_termination_follows_the_torso_rule():
