@@ -7,6 +7,7 @@ are written atomically; a file without our header is refused with a one-line err
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -113,3 +114,13 @@ def _meta(z: Any, path: Any, expected_format: str) -> dict[str, Any]:
         raise CrlDistillError(
             f"{path}: is a {meta.get('format')!r} file, expected a {expected_format!r} checkpoint")
     return meta
+
+
+def params_sha256(params: Any) -> str:
+    """SHA-256 over every parameter's bytes in pytree order (names included)."""
+    h = hashlib.sha256()
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    for path, leaf in flat:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return h.hexdigest()

@@ -44,22 +44,6 @@ def _teacher_complete(run: Path, want: Any) -> bool:
             and (run / "learning_curve.png").exists())
 
 
-def _export_valid(path: Path, student_file: Path) -> bool:
-    """The ONNX file loads, passed its gates, and holds exactly this student's weights."""
-    if not path.is_file():
-        return False
-    try:
-        from crl_distill.export.onnx_export import params_sha256
-        from crl_distill.runtime import OnnxPolicy
-        from crl_distill.student.model import load_student
-
-        meta = OnnxPolicy(path).metadata
-        return (not meta.get("gates_skipped") and meta.get("params_sha256")
-                == params_sha256(load_student(student_file).params))
-    except CrlDistillError:
-        return False
-
-
 def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth: int = 4,
                  students: str = "2x64,2x256", teacher_overrides: dict | None = None,
                  distill_overrides: dict | None = None, episodes: int = 256,
@@ -70,96 +54,99 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     teacher's and the students' metrics live (`crl_distill.loggers`)."""
     check_logger(logger)
     live = {"logger": logger, "logger_options": logger_options}
-    from crl_distill.distill import DistillConfig, distill
-    from crl_distill.export import export
-    from crl_distill.export.latency import run_latency_benchmark
-    from crl_distill.teacher import configure, train_teacher
+    from crl_distill.distill import DistillConfig, distill, student_set
+    from crl_distill.export import export, exported, resolve
+    from crl_distill.export.latency import measure_latency
+    from crl_distill.teacher import configure, load_teacher, train_teacher
 
     out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
     t_start = time.perf_counter()
     stage_s: dict[str, float] = {}
 
-    # 1. teacher
+    # 1. teacher; from here on every stage uses this one loaded teacher
     t0 = time.perf_counter()
     run = out / "teacher"
     cfg = configure(env, depth=depth, seed=seed, **(teacher_overrides or {}))
     if _teacher_complete(run, cfg):
         say(f"teacher: complete in {run}, skipped")
-    elif (run / "config.json").is_file():
-        say(f"teacher: resuming {run}")
-        train_teacher(cfg, run, resume=True, progress=progress, **live)
+        curve = read_jsonl(run / "metrics.jsonl")
     else:
-        say(f"teacher: training depth {depth} on {env}")
-        train_teacher(cfg, run, progress=progress, **live)
+        resume = (run / "config.json").is_file()
+        say(f"teacher: resuming {run}" if resume else f"teacher: training depth {depth} on {env}")
+        curve = train_teacher(cfg, run, resume=resume, progress=progress, **live).metrics
+    teacher = load_teacher(run)
     stage_s["teacher"] = time.perf_counter() - t0
 
     # 2. students (finished ones with the same settings are reused)
     t0 = time.perf_counter()
     dcfg = DistillConfig(eval_episodes=episodes, seed=seed, **(distill_overrides or {}))
-    dres = distill(run, students=students, out=out / "students", config=dcfg, progress=progress,
-                   **live)
+    dres = distill(teacher, students=students, out=out / "students", config=dcfg,
+                   progress=progress, time_jax=False, **live)  # the latency stage times them
     stage_s["students"] = time.perf_counter() - t0
 
-    # 3. export + gates
+    # 3. export + gates, skipped when the file already holds exactly the picked student
     t0 = time.perf_counter()
-    from crl_distill.export.onnx_export import pick_student
-
-    student_file = pick_student(out / "students", None)
+    picked = student_set.pick_row(dres.report["students"])
+    student_file = dres.student_paths[picked["name"]]
     onnx_path = out / "policy.onnx"
-    if _export_valid(onnx_path, student_file):
+    student = None
+    export_report = exported.current_report(onnx_path, picked["params_sha256"])
+    if export_report is not None:
         say(f"export: {onnx_path} is valid for {student_file.name}, skipped")
-        export_report = json.loads((out / "export_report.json").read_text())
     else:
-        export_report = export(student_file, out=onnx_path, episodes=parity_episodes,
-                               seed=seed).report
+        res = export(student_file, out=onnx_path, episodes=parity_episodes, seed=seed)
+        export_report, student = res.report, res.exportable
     stage_s["export"] = time.perf_counter() - t0
 
-    # 4. latency
+    # 4. latency, measured again whenever the export's weights changed
     t0 = time.perf_counter()
     lat_path = out / "latency.json"
-    latency = None
-    if lat_path.is_file():
-        try:
-            latency = json.loads(lat_path.read_text())
-            # Measured on this very export (its weights), not merely on a file at this path.
-            if latency.get("student_params_sha256") != export_report.get("params_sha256"):
-                latency = None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            latency = None
+    latency = _read_latency(lat_path, export_report["params_sha256"])
     if latency is None:
         say("latency: measuring")
-        latency = run_latency_benchmark(onnx_path, run, deep_depth=deep_depth, onnx_deep=False,
-                                        work_dir=out / ".bench", log=say)
-        latency["student_params_sha256"] = export_report.get("params_sha256")
+        latency = measure_latency(onnx_path, student or resolve(student_file), teacher,
+                                  deep_depth=deep_depth, onnx_deep=False,
+                                  work_dir=out / ".bench", log=say)
+        latency["student_params_sha256"] = export_report["params_sha256"]
         atomic_write_json(lat_path, latency)
     stage_s["latency"] = time.perf_counter() - t0
 
-    summary = _summary(out, run, dres.report, export_report, latency, stage_s,
+    summary = _summary(out, teacher, curve, dres.report, export_report, latency, stage_s,
                        time.perf_counter() - t_start)
     atomic_write_json(out / "summary.json", summary)
     text = summary_markdown(summary)
     atomic_write(out / "summary.md", lambda f: f.write(text), binary=False)
-    plot_summary(run, dres.report, latency, out / "summary.png")
+    plot_summary(curve, dres.report, latency, out / "summary.png")
     if progress:
         print_summary(summary)
     return PipelineResult(out=out, summary=summary)
 
 
-def _summary(out: Path, run: Path, report: dict, export_report: dict, latency: dict,
-             stage_s: dict, total_s: float) -> dict:
-    teacher_cfg = json.loads((run / "config.json").read_text())
-    rows = read_jsonl(run / "metrics.jsonl")
+def _read_latency(path: Path, params_sha256: str) -> dict | None:
+    """The stored latency table if it was measured on these export weights, else None."""
+    try:
+        latency = json.loads(path.read_text())
+        ok = (isinstance(latency, dict) and isinstance(latency.get("rows"), list)
+              and latency.get("student_params_sha256") == params_sha256)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return latency if ok else None
+
+
+def _summary(out: Path, teacher: Any, curve: list[dict], report: dict, export_report: dict,
+             latency: dict, stage_s: dict, total_s: float) -> dict:
     lat = {r["role"] + "/" + r["kind"]: r for r in latency["rows"]}
     gates = export_report.get("gates", {})
+    counts = teacher.param_counts
     return {
         "env": report["env"],
-        "teacher": {"depth": teacher_cfg["teacher"]["actor"]["depth"],
-                    "params": sum(teacher_cfg["params"].values()),
-                    "actor_params": teacher_cfg["params"]["actor"],
+        "teacher": {"depth": teacher.config.actor.depth,
+                    "params": sum(counts.values()),
+                    "actor_params": counts["actor"],
                     "success_any": report["teacher"]["eval/success_any"],
                     "time_at_goal": report["teacher"]["eval/time_at_goal"],
-                    "env_steps": rows[-1]["env_steps"] if rows else 0,
+                    "env_steps": curve[-1]["env_steps"] if curve else 0,
                     "latency_jax_p50_us": lat.get("teacher/jax", {}).get("p50_us"),
                     "latency_jax_p99_us": lat.get("teacher/jax", {}).get("p99_us")},
         "students": [{"name": r["name"], "actor_params": r["actor_params"],
@@ -210,15 +197,15 @@ def print_summary(s: dict) -> None:
     Console(width=120).print(Markdown(summary_markdown(s)))
 
 
-def plot_summary(run: Path, report: dict, latency: dict, path: Path) -> Path:
+def plot_summary(curve: list[dict], report: dict, latency: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_jsonl(run / "metrics.jsonl")
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    ax[0].plot([r["env_steps"] for r in rows], [r["eval/success_any"] for r in rows], marker="o")
+    ax[0].plot([r["env_steps"] for r in curve], [r["eval/success_any"] for r in curve],
+               marker="o")
     ax[0].set(title="teacher learning curve", xlabel="env steps", ylabel="success_any",
               ylim=(-0.02, 1.02))
     st = sorted((r for r in report["students"] if r["retention"] == r["retention"]),

@@ -1,9 +1,6 @@
 """`distill(teacher, students=...)`: train students, evaluate them beside the teacher, report.
 
-    out/config.json            distill settings, students, teacher provenance
-    out/student-DxW.npz        one checkpoint per student (atomic)
-    out/distill_report.json    per student: params, FLOPs, success vs teacher, retention, ...
-    out/retention.png          retention vs student size
+The files it writes, a student set, belong to `crl_distill.distill.student_set`.
 """
 
 from __future__ import annotations
@@ -20,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill import __version__
-from crl_distill.checkpoint import load_pytree, save_pytree
+from crl_distill.checkpoint import load_pytree, params_sha256, save_pytree
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import evaluate
-from crl_distill.fileio import atomic_write, atomic_write_json
+from crl_distill.fileio import atomic_write
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
 from crl_distill.obs_spec import ObsSpec
 from crl_distill.student.model import (
@@ -38,6 +35,7 @@ from crl_distill.teacher.networks import deterministic_policy, param_count
 from crl_distill.teacher.train import Teacher, load_teacher
 from crl_distill.timing import percentiles_us, time_calls
 
+from . import student_set
 from .dagger import DistillConfig, Distiller
 
 
@@ -176,12 +174,14 @@ def distill(
     obs: ObsSpec | None = None,
     logger: str = DEFAULT_LOGGER,
     logger_options: dict[str, Any] | None = None,
+    time_jax: bool = True,
 ) -> DistillResult:
     """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
 
     `obs` sets what students given as a string observe (default: the teacher's observation).
     `logger` mirrors each student's per-iteration losses and its final evaluation, tagged
-    `<student>/...`, x = DAgger iteration (`crl_distill.loggers`).
+    `<student>/...`, x = DAgger iteration (`crl_distill.loggers`). `time_jax=False` leaves out
+    the JAX batch-1 latency (`latency_batch1`: None), for callers that measure it themselves.
     Everything is validated (teacher file, env, specs) before anything is written.
     """
     check_logger(logger)
@@ -209,8 +209,8 @@ def distill(
         "params": sum(tcounts.values()),
         "flops_per_action": 2 * tcounts["actor"],
         **{f"eval/{k}": v for k, v in teacher_eval.items()},
-        "latency_batch1": latency_us(jax.jit(t.policy_fn()),
-                                     jnp.zeros((1, tenv.observation_size))),
+        "latency_batch1": latency_us(jax.jit(t.policy_fn()), jnp.zeros(
+            (1, tenv.observation_size))) if time_jax else None,
     }
     console(f"teacher: success_any {teacher_eval['success_any']:.3f} on {dcfg.eval_episodes} "
             f"episodes (seed {dcfg.seed})")
@@ -219,10 +219,7 @@ def distill(
         "env": t.config.env, "teacher_source": str(t.source),
         "teacher_epoch": t.epoch, "teacher": t.config.to_dict(), "distill": dataclasses.asdict(dcfg),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / ".progress").glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a write that was killed; never a checkpoint
-    atomic_write_json(out_dir / "config.json", {
+    student_set.prepare(out_dir, {
         "distill": dataclasses.asdict(dcfg), "students": [dataclasses.asdict(s) for s in specs],
         "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})
     live = make_logger(logger, out_dir, {"distill": dataclasses.asdict(dcfg),
@@ -233,25 +230,24 @@ def distill(
     with contextlib.closing(live):
         for scfg in specs:
             rows.append(_distill_one(t, scfg, dcfg, out_dir, info_common, teacher_eval, tcounts,
-                                     console, live, paths))
+                                     console, live, paths, time_jax))
     return _finish(t, dcfg, out_dir, rows, teacher_row, tenv, paths, progress)
 
 
 def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: Path,
                  info_common: dict, teacher_eval: dict, tcounts: dict, console: Callable,
-                 live: Any, paths: dict) -> dict:
+                 live: Any, paths: dict, time_jax: bool) -> dict:
     """Train (or reuse), evaluate and save one student; returns its report row."""
     tenv = t.env
-    final = out_dir / f"student-{scfg.name}.npz"
+    final = student_set.student_file(out_dir, scfg.name)
     done = _finished_student(final, scfg, dcfg, t)
     if done is not None:
         console(f"student {scfg.name}: already trained with these settings, reusing {final}")
         params, history, obs_range = done
     else:
         console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
-        progress_path = out_dir / ".progress" / f"student-{scfg.name}.npz"
         params, history, obs_range = train_student(
-            t, scfg, dcfg, progress_path=progress_path,
+            t, scfg, dcfg, progress_path=student_set.progress_file(out_dir, scfg.name),
             log=lambda r, n=scfg.name: _log_iteration(console, live, n, r))
     dist = Distiller(t, scfg, dcfg)
     senv = dist.senv
@@ -270,14 +266,17 @@ def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: 
         "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
         "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
         **heldout_metrics(dist, t, params, dcfg.seed),
-        "latency_batch1": latency_us(jax.jit(policy), jnp.zeros((1, senv.observation_size))),
+        "latency_batch1": latency_us(jax.jit(policy), jnp.zeros(
+            (1, senv.observation_size))) if time_jax else None,
+        # lets a later stage tell whether a file holds exactly this student without loading it
+        "params_sha256": params_sha256(params),
         "history": history,
     }
     path = save_student(final, scfg, params,
                         {**info_common, "env_facts": senv.describe(), "history": history,
                          "obs_range": obs_range,
                          "summary": {k: v for k, v in row.items() if k != "history"}})
-    (out_dir / ".progress" / f"student-{scfg.name}.npz").unlink(missing_ok=True)
+    student_set.finish_student(out_dir, scfg.name)
     paths[scfg.name] = path
     live.log({f"{scfg.name}/{k}": row[k] for k in ("eval/success_any", "eval/time_at_goal",
                                                    "retention", "retention_time_at_goal")},
@@ -300,8 +299,8 @@ def _finish(t: Teacher, dcfg: DistillConfig, out_dir: Path, rows: list[dict], te
               "teacher_param_counts_closed_form": {
                   "actor": param_count(t.config.actor, tenv.observation_size,
                                        2 * tenv.action_size)}}
-    atomic_write_json(out_dir / "distill_report.json", report)
-    plot_retention(report, out_dir / "retention.png")
+    student_set.write_report(out_dir, report)
+    plot_retention(report, student_set.plot_file(out_dir))
     if progress:
         print_table(report)
     return DistillResult(out_dir=out_dir, report=report, student_paths=paths)
@@ -354,14 +353,19 @@ def print_table(report: dict) -> None:
         table.add_column(col, justify="right")
     table.add_row(t["name"], f"{t['actor_params']:,}", f"{t['flops_per_action']:,}",
                   f"{t['eval/success_any']:.3f}", "1.00", f"{t['eval/time_at_goal']:.1f}",
-                  "-", "-", f"{t['latency_batch1']['p50_us']:.0f}")
+                  "-", "-", _p50(t))
     for r in report["students"]:
         table.add_row(r["name"], f"{r['actor_params']:,}", f"{r['flops_per_action']:,}",
                       f"{r['eval/success_any']:.3f}", f"{r['retention']:.2f}",
                       f"{r['eval/time_at_goal']:.1f}", f"{r['action_mse']:.4f}",
                       f"{r['embed_cosine']:.3f}" if "embed_cosine" in r else "-",
-                      f"{r['latency_batch1']['p50_us']:.0f}")
+                      _p50(r))
     Console().print(table)
+
+
+def _p50(row: dict) -> str:
+    lat = row.get("latency_batch1")
+    return f"{lat['p50_us']:.0f}" if lat else "-"
 
 
 def plot_retention(report: dict, path: Path) -> Path:

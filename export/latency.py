@@ -113,32 +113,57 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
                           deep_depth: int = 1000, onnx_deep: bool = True,
                           work_dir: str | Path | None = None, budget_s: float = 4.0,
                           log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every model of the latency table, measured in this one process.
+    """Every model of the latency table, measured in this one process, from files.
 
-    student_source: an exported student .onnx, or a student dir/file (exported here first).
-    teacher_source: the teacher run (default: the one the student was distilled from, if found).
+    student_source: an exported student .onnx (its JAX row needs the student file beside the
+    export or in ../students), or a student dir/file (exported here first).
+    teacher_source: a teacher run or checkpoint (default: the one the student file records, if it
+    is still there); without one, the teacher rows are left out.
     """
     import tempfile
 
     from crl_distill.export.onnx_export import export, resolve
-    from crl_distill.runtime import read_metadata
+    from crl_distill.teacher.train import load_teacher
 
     work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
     src = Path(student_source)
     if src.suffix == ".onnx":
-        from crl_distill.runtime import OnnxPolicy
+        from crl_distill.runtime import read_metadata
 
-        student_onnx = src
-        meta = OnnxPolicy(src).metadata  # validates the file and its metadata
-        student_jax = resolve(meta["source"]) if Path(meta.get("source", "")).is_file() else None
+        student_onnx, student = src, None
+        name = Path(str(read_metadata(src).get("source", ""))).name  # validates the file
+        for candidate in (src.parent / name, src.parent / "students" / name):
+            if name and candidate.is_file():
+                student = resolve(candidate)
+                break
     else:
-        student_jax = resolve(src)
-        student_onnx = export(src, out=work / "student.onnx", episodes=16).path
-        meta = read_metadata(student_onnx)
+        res = export(src, out=work / "student.onnx", episodes=16)
+        student_onnx, student = res.path, res.exportable
+    if teacher_source is None and student is not None:
+        recorded = Path(str(student.info.get("teacher_source") or ""))
+        teacher_source = recorded if recorded.name and recorded.exists() else None
+    teacher = load_teacher(teacher_source) if teacher_source is not None else None
+    return measure_latency(student_onnx, student, teacher, deep_depth=deep_depth,
+                           onnx_deep=onnx_deep, work_dir=work, budget_s=budget_s, log=log)
+
+
+def measure_latency(student_onnx: Path, student: Any | None = None, teacher: Any | None = None,
+                    deep_depth: int = 1000, onnx_deep: bool = True,
+                    work_dir: str | Path | None = None, budget_s: float = 4.0,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The latency table from what a caller already holds: the exported student file, the
+    student's `Exportable` (its JAX row; None leaves it out) and a loaded `Teacher` (its JAX
+    row and its ONNX row, traced here without the export gates; None leaves them out)."""
+    import tempfile
+
+    from crl_distill.export.onnx_export import teacher_exportable, trace_ungated
+    from crl_distill.fileio import atomic_write_bytes
+    from crl_distill.runtime import OnnxPolicy
+
+    work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    meta = OnnxPolicy(student_onnx).metadata  # validates the file and its metadata
     env_name, obs_size = meta["env"], int(meta["observation_size"])
-    if teacher_source is None and meta.get("teacher_source"):
-        candidate = Path(meta["teacher_source"])
-        teacher_source = candidate if candidate.exists() else None
     rows = []
 
     def add(name: str, runner: Callable, **extra: Any) -> None:
@@ -149,13 +174,14 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
         role="student")
     add(f"onnx student {meta['name']} (session.run)", onnx_raw_runner(student_onnx), kind="onnx",
         role="student")
-    if student_jax is not None:
-        add(f"jax student {meta['name']}", jax_runner(student_jax.policy), kind="jax",
+    if student is not None:
+        add(f"jax student {meta['name']}", jax_runner(student.policy), kind="jax",
             role="student")
-    if teacher_source is not None:
-        t_eval = resolve(teacher_source, traceable=False)
+    if teacher is not None:
+        t_eval = teacher_exportable(teacher, traceable=False)
         add(f"jax {t_eval.name}", jax_runner(t_eval.policy), kind="jax", role="teacher")
-        t_onnx = export(teacher_source, out=work / "teacher.onnx", episodes=16).path
+        traced = trace_ungated(teacher_exportable(teacher), "traced for latency only")
+        t_onnx = atomic_write_bytes(work / "teacher.onnx", traced.SerializeToString())
         add(f"onnx {t_eval.name}", onnx_runner(t_onnx), kind="onnx", role="teacher")
     add(f"jax teacher-d{deep_depth} (random weights)",
         jax_runner(random_teacher_policy(env_name, deep_depth)), kind="jax", role="deep_teacher")
@@ -164,18 +190,21 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
         deep = _export_random_teacher(env_name, deep_depth, work / f"teacher-d{deep_depth}.onnx")
         add(f"onnx teacher-d{deep_depth} (random weights)", onnx_runner(deep), kind="onnx",
             role="deep_teacher")
-    student = rows[0]
+    student_row = rows[0]
     deep_jax = next(r for r in rows if r["role"] == "deep_teacher" and r["kind"] == "jax")
     summary = {
-        "onnx_student_p50_us": student["p50_us"], "onnx_student_p99_us": student["p99_us"],
+        "onnx_student_p50_us": student_row["p50_us"], "onnx_student_p99_us": student_row["p99_us"],
         "target_p50_us": 30.0, "target_p99_us": 100.0,
-        "p50_target_met": student["p50_us"] <= 30.0, "p99_target_met": student["p99_us"] <= 100.0,
-        f"jax_teacher_d{deep_depth}_over_onnx_student_p50": deep_jax["p50_us"] / student["p50_us"],
+        "p50_target_met": student_row["p50_us"] <= 30.0,
+        "p99_target_met": student_row["p99_us"] <= 100.0,
+        f"jax_teacher_d{deep_depth}_over_onnx_student_p50":
+            deep_jax["p50_us"] / student_row["p50_us"],
         "speedup_target": 100.0,
     }
     summary["speedup_target_met"] = summary[
         f"jax_teacher_d{deep_depth}_over_onnx_student_p50"] >= 100.0
-    return {"env": env_name, "student_onnx": str(student_onnx), "rows": rows, "summary": summary}
+    return {"env": env_name, "student_onnx": Path(student_onnx).name, "rows": rows,
+            "summary": summary}
 
 
 def print_latency_table(result: dict[str, Any]) -> None:

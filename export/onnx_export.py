@@ -14,7 +14,6 @@ Gates (each failure names the gate; nothing is written at the target path):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -27,13 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill import __version__
-from crl_distill.checkpoint import peek_format
+from crl_distill.checkpoint import params_sha256, peek_format
+from crl_distill.distill import student_set
 from crl_distill.envs import GoalEnv, make
 from crl_distill.envs.observed import observed
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
-from crl_distill.export import c_export
-from crl_distill.fileio import atomic_write_bytes, atomic_write_json
+from crl_distill.export import c_export, exported
+from crl_distill.fileio import atomic_write_bytes
 from crl_distill.runtime import METADATA_PREFIX
 
 POLICY_FORMAT = "crl-distill-policy"
@@ -66,16 +66,6 @@ class Exportable:
     source: Path
     info: dict = field(default_factory=dict)
     critic: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
-
-
-def params_sha256(params: Any) -> str:
-    """SHA-256 over every parameter's bytes in pytree order (names included)."""
-    h = hashlib.sha256()
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    for path, leaf in flat:
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
-    return h.hexdigest()
 
 
 def _student_exportable(path: Path) -> Exportable:
@@ -131,10 +121,10 @@ def traceable_select_policy(t: Any, k: int, seed: int = 0) -> Callable:
     return policy
 
 
-def _teacher_exportable(path: Path, traceable: bool = True, act_samples: int = 1) -> Exportable:
-    from crl_distill.teacher.train import load_teacher
-
-    t = load_teacher(path)
+def teacher_exportable(t: Any, traceable: bool = True, act_samples: int = 1) -> Exportable:
+    """A loaded `Teacher` as an Exportable: its deterministic actor, or with `act_samples` K > 1
+    the best of K fixed candidates under its critic. `traceable=False` gives the scan-built
+    network for JAX evaluation (constant compile time) instead of the unrolled one."""
     cfg = t.config.actor
     info: dict[str, Any] = {"teacher": t.config.to_dict(), "teacher_epoch": t.epoch}
     if act_samples > 1:
@@ -150,32 +140,6 @@ def _teacher_exportable(path: Path, traceable: bool = True, act_samples: int = 1
     name = f"teacher-d{cfg.depth}" + (f"-k{act_samples}" if act_samples > 1 else "")
     return Exportable(kind="teacher", name=name, env=t.env, policy=policy, params=params,
                       source=t.source, info=info)
-
-
-def pick_student(student_dir: Path, name: str | None) -> Path:
-    """`name`, else the smallest student retaining >= 95% (else the best retention)."""
-    if name is not None:
-        p = student_dir / f"student-{name}.npz"
-        if not p.is_file():
-            have = sorted(x.stem.removeprefix("student-") for x in student_dir.glob("student-*.npz"))
-            raise CrlDistillError(f"{student_dir}: no student {name!r} (have: {', '.join(have)})")
-        return p
-    files = sorted(student_dir.glob("student-*.npz"))
-    if not files:
-        raise CrlDistillError(f"{student_dir}: no student-*.npz files (not a student directory)")
-    report_path = student_dir / "distill_report.json"
-    if report_path.is_file():
-        try:
-            rows = json.loads(report_path.read_text())["students"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CrlDistillError(f"{report_path}: corrupt distill report") from None
-        good = [r for r in rows if r.get("retention", 0) >= 0.95]
-        best = (min(good, key=lambda r: r["actor_params"]) if good
-                else max(rows, key=lambda r: r.get("retention", 0)))
-        p = student_dir / f"student-{best['name']}.npz"
-        if p.is_file():
-            return p
-    return files[0]
 
 
 def resolve(source: str | Path, student: str | None = None, traceable: bool = True,
@@ -196,11 +160,13 @@ def resolve(source: str | Path, student: str | None = None, traceable: bool = Tr
 
 
 def _resolve(p: Path, student: str | None, traceable: bool, act_samples: int) -> Exportable:
+    from crl_distill.teacher.train import load_teacher
+
     if p.is_dir():
-        if list(p.glob("student-*.npz")) or (p / "distill_report.json").exists():
-            return _student_exportable(pick_student(p, student))
+        if student_set.is_student_set(p):
+            return _student_exportable(student_set.pick(p, student))
         if (p / "checkpoints").is_dir():
-            return _teacher_exportable(p, traceable, act_samples)
+            return teacher_exportable(load_teacher(p), traceable, act_samples)
         raise CrlDistillError(f"{p}: neither a student directory nor a teacher run directory")
     if not p.exists():
         raise CrlDistillError(f"{p}: no such file or directory")
@@ -208,7 +174,7 @@ def _resolve(p: Path, student: str | None, traceable: bool, act_samples: int) ->
     if fmt == "crl-distill-student":
         return _student_exportable(p)
     if fmt == "crl-distill-teacher":
-        return _teacher_exportable(p, traceable, act_samples)
+        return teacher_exportable(load_teacher(p), traceable, act_samples)
     raise CrlDistillError(f"{p}: a {fmt!r} file cannot be exported")
 
 
@@ -225,6 +191,14 @@ def trace_policy(ex: Exportable, io_names: str = "crl", opset: int = DEFAULT_OPS
 
     return trace_onnx(ex.policy, ex.env.observation_size, f"crl_distill_{ex.kind}_{ex.name}",
                       io_names, opset)
+
+
+def trace_ungated(ex: Exportable, reason: str) -> Any:
+    """The traced policy with its metadata but no gates run (`gates_skipped`, with `reason`): for
+    measuring a file (latency), never for shipping it."""
+    model = trace_policy(ex)
+    set_metadata(model, build_metadata(ex, [], {"skipped": True, "reason": reason}))
+    return model
 
 
 def trace_onnx(policy: Callable, obs_size: int, model_name: str, io_names: str = "crl",
@@ -403,6 +377,8 @@ class ExportResult:
     critic_path: Path | None = None
     #: policy.h and policy.c beside the ONNX file (`fmt="c"`)
     c_paths: list[Path] = field(default_factory=list)
+    #: what was traced, for callers that measure it further (latency) without loading it again
+    exportable: Exportable | None = None
 
 
 FORMATS = ("onnx", "c")
@@ -431,11 +407,9 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
                                   "ONNX, or distill it first")
         c_export.find_cc(cc)  # fail before tracing when there is no compiler
     src_dir = ex.source.parent.parent if ex.source.parent.name == "checkpoints" else ex.source.parent
-    out = Path(out) if out is not None else src_dir / ("policy.onnx" if ex.kind == "student"
-                                                      else "teacher.onnx")
+    out = Path(out) if out is not None else exported.default_file(src_dir, ex.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
-    report_path = out.parent / "export_report.json"
     t0 = time.perf_counter()
     model = trace_policy(ex, io_names, opset)
     trace_s = time.perf_counter() - t0
@@ -451,7 +425,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
             gates = run_gates(model, ex, episodes, seed)
         except GateError as e:
             report.update({"passed": False, "failed_gate": e.gate, "error": str(e)})
-            atomic_write_json(report_path, report)
+            exported.write_report(out, report)
             raise
     from crl_distill.runtime import weights_sha256
 
@@ -465,7 +439,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
         gate_checker(critic)
         set_metadata(critic, {**meta, "golden": [], "gates": {"checker": {"passed": True}},
                               "gates_skipped": False, "format": POLICY_FORMAT + "-critic"})
-        critic_path = out.with_name(out.stem + ".critic.onnx")
+        critic_path = exported.critic_file(out)
     c_paths: list[Path] = []
     if fmt == "c":
         c_meta = {k: v for k, v in meta.items()
@@ -481,7 +455,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
                                                parity_observations(ex, seed), golden, cc, prefix)
             except CrlDistillError as e:
                 report.update({"passed": False, "failed_gate": "c", "error": str(e)})
-                atomic_write_json(report_path, report)
+                exported.write_report(out, report)
                 raise
     atomic_write_bytes(out, data)
     if critic_path is not None:
@@ -493,9 +467,8 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
                    "critic": str(critic_path) if critic_path else None,
                    "params_sha256": params_sha256(ex.params), "seconds": time.perf_counter() - t0})
-    atomic_write_json(report_path, report)
-    return ExportResult(path=out, report_path=report_path, report=report, critic_path=critic_path,
-                        c_paths=c_paths)
+    return ExportResult(path=out, report_path=exported.write_report(out, report), report=report,
+                        critic_path=critic_path, c_paths=c_paths, exportable=ex)
 
 
 # ----------------------------------------------------------------------------------------------

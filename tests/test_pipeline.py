@@ -1,6 +1,7 @@
 """End-to-end `crl-distill pipeline` with a tiny budget: it must produce a gated ONNX file."""
 
 import json
+import sys
 
 from crl_distill.pipeline import run_pipeline
 from crl_distill.runtime import OnnxPolicy
@@ -10,12 +11,34 @@ TINY_TEACHER = dict(width=64, num_envs=32, unroll_length=25, batch_size=64, upda
 TINY_DISTILL = dict(iterations=2, num_envs=16, steps_per_iter=25, sgd_steps_per_iter=50)
 
 
-def test_pipeline_end_to_end_and_rerun_skips(tmp_path):
+def _count_loads(monkeypatch) -> dict[str, int]:
+    """Spy on the teacher and student loaders wherever a crl_distill module holds them."""
+    from crl_distill.student.model import load_student
+    from crl_distill.teacher.train import load_teacher
+
+    counts = {"teacher": 0, "student": 0}
+    for kind, orig in (("teacher", load_teacher), ("student", load_student)):
+        def spy(*args, _orig=orig, _kind=kind, **kwargs):
+            counts[_kind] += 1
+            return _orig(*args, **kwargs)
+
+        for mod in list(sys.modules.values()):
+            if (getattr(mod, "__name__", "").startswith("crl_distill")
+                    and getattr(mod, orig.__name__, None) is orig):
+                monkeypatch.setattr(mod, orig.__name__, spy)
+    return counts
+
+
+def test_pipeline_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     out = tmp_path / "pipe"
+    loads = _count_loads(monkeypatch)
     res = run_pipeline(out=out, students="1x32,2x32", teacher_overrides=TINY_TEACHER,
                        distill_overrides=TINY_DISTILL, episodes=32, parity_episodes=32,
                        deep_depth=16, progress=False)
     s = res.summary
+    # One load of each after its stage: the teacher for distillation and latency, the student
+    # for the export, whose traced policy the latency stage reuses.
+    assert loads == {"teacher": 1, "student": 1}
     for name in ("summary.md", "summary.png", "summary.json", "policy.onnx", "latency.json",
                  "export_report.json"):
         assert (out / name).is_file(), name

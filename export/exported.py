@@ -1,0 +1,69 @@
+"""An exported policy: the one module that knows its files.
+
+    X.onnx                 the policy; its metadata holds the interface, gates, golden pairs and
+                           the hash of the weights it was traced from (`crl_distill.runtime`)
+    X.critic.onnx          phi and psi, for a student distilled with encoders
+    export_report.json     what the last export into this directory did (gates, sizes, times)
+    policy.h, policy.c     the C99 policy (`--format c`), policy.xml the robot's model
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from crl_distill.errors import CrlDistillError
+from crl_distill.fileio import atomic_write_json
+
+REPORT = "export_report.json"
+
+
+def report_file(onnx_path: Path) -> Path:
+    return Path(onnx_path).parent / REPORT
+
+
+def critic_file(onnx_path: Path) -> Path:
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.stem + ".critic.onnx")
+
+
+def default_file(source_dir: Path, kind: str) -> Path:
+    """Where `export` writes when no --out is given: beside the source."""
+    return Path(source_dir) / ("policy.onnx" if kind == "student" else "teacher.onnx")
+
+
+def write_report(onnx_path: Path, report: dict[str, Any]) -> Path:
+    return atomic_write_json(report_file(onnx_path), report)
+
+
+def read_report(onnx_path: Path) -> dict[str, Any]:
+    """The export report beside `onnx_path`, or one line naming it when it is damaged."""
+    path = report_file(onnx_path)
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report, dict):
+            raise TypeError
+    except FileNotFoundError:
+        raise CrlDistillError(f"{path}: no export report") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        raise CrlDistillError(f"{path}: corrupt export report") from None
+    return report
+
+
+def current_report(onnx_path: Path, params_sha256: str) -> dict[str, Any] | None:
+    """The export report when `onnx_path` loads, passed its gates and holds exactly the weights
+    hashed as `params_sha256`; None when the file must be exported (again)."""
+    from crl_distill.runtime import OnnxPolicy
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        return None
+    try:
+        meta = OnnxPolicy(onnx_path).metadata
+        if meta.get("gates_skipped") or meta.get("params_sha256") != params_sha256:
+            return None
+        report = read_report(onnx_path)
+    except CrlDistillError:
+        return None
+    return report if report.get("params_sha256") == params_sha256 else None
