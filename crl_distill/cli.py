@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crl_distill.distill.config import DEFAULTS as _DD
+from crl_distill.distill.config import field_help as _dh
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.loggers import DEFAULT_LOGGER
 
@@ -191,30 +193,29 @@ def student(
     students: Annotated[str, typer.Option(help="Comma-separated DEPTHxWIDTH specs.")] = "2x64,2x256",
     out: Annotated[Path | None, typer.Option(help="Output dir [TEACHER_RUN/students].")] = None,
     env: Annotated[str | None, typer.Option(help="Must match the teacher's env if given.")] = None,
-    mode: Annotated[str, typer.Option(help="dagger | offline (teacher rollouts only).")] = "dagger",
-    iterations: Annotated[int, typer.Option(help="Data-collection rounds.")] = 6,
-    num_envs: Annotated[int, typer.Option(help="Envs per collection round.")] = 64,
-    steps_per_iter: Annotated[int, typer.Option(help="Env steps per env per round.")] = 100,
-    sgd_steps: Annotated[int, typer.Option(help="SGD steps per round.")] = 600,
-    batch_size: Annotated[int, typer.Option(help="SGD batch.")] = 256,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
-    beta0: Annotated[float, typer.Option(help="P(teacher acts) in round 0.")] = 1.0,
-    beta_decay: Annotated[float, typer.Option(help="beta_i = beta0 * beta_decay**i.")] = 0.5,
-    action_loss: Annotated[str, typer.Option(help="mse | pre_tanh_mse | kl.")] = "mse",
+    mode: Annotated[str, typer.Option(help=_dh("mode"))] = _DD.mode,
+    iterations: Annotated[int, typer.Option(help=_dh("iterations"))] = _DD.iterations,
+    num_envs: Annotated[int, typer.Option(help=_dh("num_envs"))] = _DD.num_envs,
+    steps_per_iter: Annotated[int, typer.Option(help=_dh("steps_per_iter"))] = _DD.steps_per_iter,
+    sgd_steps: Annotated[int, typer.Option(help=_dh("sgd_steps_per_iter"))] = _DD.sgd_steps_per_iter,
+    batch_size: Annotated[int, typer.Option(help=_dh("batch_size"))] = _DD.batch_size,
+    learning_rate: Annotated[float, typer.Option("--lr", help=_dh("learning_rate"))] = _DD.learning_rate,
+    beta0: Annotated[float, typer.Option(help=_dh("beta0"))] = _DD.beta0,
+    beta_decay: Annotated[float, typer.Option(help=_dh("beta_decay"))] = _DD.beta_decay,
+    action_loss: Annotated[str, typer.Option(help=_dh("action_loss"))] = _DD.action_loss,
     encoders: Annotated[bool, typer.Option("--encoders", help="Also distill phi/psi.")] = False,
-    w_action: Annotated[float, typer.Option(help="Weight of the action loss.")] = 1.0,
-    w_embed: Annotated[float, typer.Option(help="Weight of the embedding MSE.")] = 1.0,
-    w_relational: Annotated[float, typer.Option(help="Weight of the logit-matrix KL.")] = 0.0,
+    w_action: Annotated[float, typer.Option(help=_dh("w_action"))] = _DD.w_action,
+    w_embed: Annotated[float, typer.Option(help=_dh("w_embed"))] = _DD.w_embed,
+    w_relational: Annotated[float, typer.Option(help=_dh("w_relational"))] = _DD.w_relational,
     layer_norm: Annotated[bool, typer.Option("--layer-norm", help="LayerNorm in students.")] = False,
-    label: Annotated[str, typer.Option(
-        help="Teacher action labels: actor | critic (best of --label-samples under the critic).")] = "actor",
-    label_samples: Annotated[int, typer.Option(help="Candidates per label with --label critic.")] = 16,
+    label: Annotated[str, typer.Option(help=_dh("label"))] = _DD.label,
+    label_samples: Annotated[int, typer.Option(help=_dh("label_samples"))] = _DD.label_samples,
     obs_state: Annotated[str | None, typer.Option(
         help="Teacher state elements students see, e.g. 0:15,21 [all]; goal always.")] = None,
     obs_history: Annotated[int, typer.Option(
         help="Past observations (of those elements) students also see.")] = 0,
-    episodes: Annotated[int, typer.Option(help="Evaluation episodes (same seeds).")] = 256,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    episodes: Annotated[int, typer.Option(help=_dh("eval_episodes"))] = _DD.eval_episodes,
+    seed: Annotated[int, typer.Option(help=_dh("seed"))] = _DD.seed,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console output.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,

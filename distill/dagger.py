@@ -15,7 +15,6 @@ Collection and SGD are jitted `lax.scan`s; the host syncs once per DAgger iterat
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -25,62 +24,11 @@ from flax import struct
 
 from crl_distill.envs.base import GoalEnv, auto_reset
 from crl_distill.envs.observed import observed, teacher_obs
-from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.student.model import StudentConfig, init_student, make_student
 from crl_distill.teacher.crl import energy_matrix, selection_noise
 from crl_distill.teacher.networks import deterministic_policy
 
-ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
-LABELS = ("actor", "critic")
-MODES = ("dagger", "offline")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Settings shared by every student of one `distill` call."""
-
-    mode: str = "dagger"
-    iterations: int = 6
-    num_envs: int = 64
-    steps_per_iter: int = 100
-    sgd_steps_per_iter: int = 600
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    beta0: float = 1.0
-    beta_decay: float = 0.5
-    action_loss: str = "mse"
-    w_action: float = 1.0
-    w_embed: float = 1.0
-    w_relational: float = 0.0
-    eval_episodes: int = 256
-    #: what the teacher's action label is: its deterministic actor, or (critic-guided) the
-    #: best of `label_samples` actor samples under its critic (a fixed noise set: the label is
-    #: a function of the state); the teacher also acts that way in DAgger rounds
-    label: str = "actor"
-    label_samples: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require_choice("mode", self.mode, MODES)
-        require_choice("label", self.label, LABELS)
-        if self.label_samples < 1:
-            raise CrlDistillError("label_samples must be >= 1")
-        require_choice("action loss", self.action_loss, ACTION_LOSSES)
-        if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
-            raise CrlDistillError("beta0 and beta_decay must lie in [0, 1]")
-        for name in ("iterations", "num_envs", "steps_per_iter", "batch_size", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise CrlDistillError(f"{name} must be >= 1")
-
-    def beta(self, iteration: int) -> float:
-        """Probability that the teacher's action is executed at a step of `iteration`."""
-        if self.mode == "offline":
-            return 1.0
-        return self.beta0 * self.beta_decay**iteration
-
-    @property
-    def states_per_iter(self) -> int:
-        return self.num_envs * self.steps_per_iter
+from .config import DistillConfig
 
 
 @struct.dataclass

@@ -143,3 +143,38 @@ def test_kl_and_relational_terms():
     assert float(relational_kl(logits, logits)) == pytest.approx(0.0, abs=1e-6)
     assert float(relational_kl(logits, logits + 3.0)) == pytest.approx(0.0, abs=1e-5)  # row shift
     assert float(relational_kl(logits, -logits)) > 0.1
+
+
+@pytest.mark.parametrize(("field", "bad"), [
+    ("mode", "online"), ("label", "oracle"), ("action_loss", "l1"), ("iterations", 0),
+    ("num_envs", 0), ("steps_per_iter", -1), ("sgd_steps_per_iter", 0), ("batch_size", 0),
+    ("eval_episodes", 0), ("label_samples", 0), ("beta0", 1.5), ("beta_decay", -0.1),
+    ("learning_rate", 0.0), ("w_action", -1.0), ("w_embed", float("nan")),
+    ("w_relational", -0.5), ("seed", 1.5), ("iterations", 2.5),
+])
+def test_every_distill_field_is_validated(field, bad):
+    with pytest.raises(CrlDistillError, match=field.split("_")[0]):
+        DistillConfig(**{field: bad})
+
+
+def test_student_cli_defaults_are_the_configs():
+    """Each `crl-distill student` option that sets a DistillConfig field takes its default and
+    its help from that field (written once, in distill/config.py)."""
+    import dataclasses
+
+    import typer.main
+
+    from crl_distill.cli import app
+    from crl_distill.distill.config import field_help
+
+    cmd = typer.main.get_command(app).commands["student"]
+    params = {p.name: p for p in cmd.params}
+    renamed = {"sgd_steps": "sgd_steps_per_iter", "episodes": "eval_episodes"}
+    checked = 0
+    for f in dataclasses.fields(DistillConfig):
+        name = next((k for k, v in renamed.items() if v == f.name), f.name)
+        assert name in params, f"no CLI option for DistillConfig.{f.name}"
+        assert params[name].default == f.default, f.name
+        assert params[name].help == field_help(f.name), f.name
+        checked += 1
+    assert checked == len(dataclasses.fields(DistillConfig))

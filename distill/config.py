@@ -1,0 +1,83 @@
+"""`DistillConfig`: the settings shared by every student of one `distill` call.
+
+Each field is documented once, here, in its `help`; the CLI builds its options (default and
+help text) from these fields, so nothing restates them. Light on purpose (no JAX): the CLI
+reads it at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from crl_distill.errors import CrlDistillError, require_choice
+
+ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
+LABELS = ("actor", "critic")
+MODES = ("dagger", "offline")
+
+
+def _f(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    mode: str = _f("dagger", "dagger | offline (the teacher acts in every round).")
+    iterations: int = _f(6, "Data-collection rounds.")
+    num_envs: int = _f(64, "Envs per collection round.")
+    steps_per_iter: int = _f(100, "Env steps per env per round.")
+    sgd_steps_per_iter: int = _f(600, "SGD steps per round.")
+    batch_size: int = _f(256, "SGD batch.")
+    learning_rate: float = _f(1e-3, "Adam learning rate.")
+    beta0: float = _f(1.0, "P(teacher acts) in round 0.")
+    beta_decay: float = _f(0.5, "beta_i = beta0 * beta_decay**i.")
+    action_loss: str = _f("mse", "mse | pre_tanh_mse | kl.")
+    w_action: float = _f(1.0, "Weight of the action loss.")
+    w_embed: float = _f(1.0, "Weight of the embedding MSE (students with encoders).")
+    w_relational: float = _f(0.0, "Weight of the logit-matrix KL (students with encoders).")
+    eval_episodes: int = _f(256, "Evaluation episodes (same seeds for teacher and students).")
+    # The label is a function of the state (a fixed noise set); the teacher also acts that way
+    # in DAgger rounds.
+    label: str = _f("actor", "Teacher action labels: actor | critic (the best of "
+                             "label_samples actor samples under the critic).")
+    label_samples: int = _f(16, "Candidates per label with label critic.")
+    seed: int = _f(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        require_choice("mode", self.mode, MODES)
+        require_choice("label", self.label, LABELS)
+        require_choice("action loss", self.action_loss, ACTION_LOSSES)
+        for name in ("iterations", "num_envs", "steps_per_iter", "sgd_steps_per_iter",
+                     "batch_size", "eval_episodes", "label_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise CrlDistillError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
+            raise CrlDistillError("beta0 and beta_decay must lie in [0, 1]")
+        if not self.learning_rate > 0:
+            raise CrlDistillError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("w_action", "w_embed", "w_relational"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise CrlDistillError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.seed, int):
+            raise CrlDistillError(f"seed must be an integer, got {self.seed!r}")
+
+    def beta(self, iteration: int) -> float:
+        """Probability that the teacher's action is executed at a step of `iteration`."""
+        if self.mode == "offline":
+            return 1.0
+        return self.beta0 * self.beta_decay**iteration
+
+    @property
+    def states_per_iter(self) -> int:
+        return self.num_envs * self.steps_per_iter
+
+
+def field_help(name: str) -> str:
+    """The one description of DistillConfig field `name`."""
+    return next(f.metadata["help"] for f in dataclasses.fields(DistillConfig) if f.name == name)
+
+
+#: the defaults, read by the CLI
+DEFAULTS = DistillConfig()
