@@ -434,12 +434,15 @@ def pipeline(
     epochs: Annotated[int | None, typer.Option(help="Teacher epochs [preset].")] = None,
     episodes: Annotated[int, typer.Option(help="Evaluation episodes.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    act_samples: Annotated[int, typer.Option(
+        help="Compare the actor with the best of K actor samples under the critic; students "
+             "imitate the better [1: the actor, no comparison].")] = 16,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,
     wandb_name: WandbNameOpt = None,
 ) -> None:
-    """Teacher -> students -> ONNX export + parity gates -> latency, then one summary.
+    """Teacher -> acting mode -> students -> ONNX export + parity gates -> latency, one summary.
 
     CPU defaults finish in minutes on 2 cores. Each stage is skipped when its output already
     exists and is valid, so rerunning after an interruption continues where it stopped.
@@ -451,7 +454,8 @@ def pipeline(
                  if v is not None}
     res = run_pipeline(env=env, out=out, depth=depth, students=students,
                        teacher_overrides=overrides, episodes=episodes, seed=seed,
-                       progress=progress, **_live(logger, wandb_project, wandb_name))
+                       act_samples=act_samples, progress=progress,
+                       **_live(logger, wandb_project, wandb_name))
     console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
 
 

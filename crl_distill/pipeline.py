@@ -1,4 +1,5 @@
-"""The whole job in one call: teacher -> students -> ONNX export + gates -> latency -> summary.
+"""The whole job in one call: teacher -> acting mode -> students -> ONNX export + gates ->
+latency -> summary.
 
     out/teacher/            teacher run (resumed if interrupted, skipped if complete)
     out/students/           students (finished ones reused, an interrupted one resumed)
@@ -49,12 +50,20 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
                  distill_overrides: dict | None = None, episodes: int = 256,
                  parity_episodes: int = 128, seed: int = 0, deep_depth: int = 1000,
                  progress: bool = True, logger: str = DEFAULT_LOGGER,
-                 logger_options: dict | None = None) -> PipelineResult:
+                 logger_options: dict | None = None, act_samples: int = 16) -> PipelineResult:
     """Run (or continue) every stage into `out`; returns the summary. `logger` mirrors the
-    teacher's and the students' metrics live (`crl_distill.loggers`)."""
+    teacher's and the students' metrics live (`crl_distill.loggers`).
+
+    Acting mode: the teacher's actor and the best of `act_samples` actor samples under its
+    critic are evaluated on the same seeds, and the students imitate whichever scores higher
+    (success_any, then time at goal); `act_samples=1`, or a `label` in `distill_overrides`,
+    skips the comparison.
+    """
     check_logger(logger)
     live = {"logger": logger, "logger_options": logger_options}
     from crl_distill.distill import DistillConfig, distill, student_set
+    from crl_distill.distill.run import labelling_policy
+    from crl_distill.evaluation import evaluate
     from crl_distill.export import export, exported, resolve
     from crl_distill.export.latency import measure_latency
     from crl_distill.teacher import configure, load_teacher, train_teacher
@@ -78,11 +87,28 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     teacher = load_teacher(run)
     stage_s["teacher"] = time.perf_counter() - t0
 
-    # 2. students (finished ones with the same settings are reused)
+    # 2. acting mode, then students (finished ones with the same settings are reused)
     t0 = time.perf_counter()
-    dcfg = DistillConfig(eval_episodes=episodes, seed=seed, **(distill_overrides or {}))
+    overrides = dict(distill_overrides or {})
+    candidates = [DistillConfig(eval_episodes=episodes, seed=seed, **overrides)]
+    if act_samples > 1 and "label" not in overrides:
+        candidates.append(DistillConfig(eval_episodes=episodes, seed=seed, label="critic",
+                                        label_samples=act_samples, **overrides))
+    evals = [evaluate(teacher.env, labelling_policy(teacher, c), episodes, seed)
+             for c in candidates]
+    best = max(range(len(candidates)),
+               key=lambda i: (evals[i]["success_any"], evals[i]["time_at_goal"], -i))
+    dcfg = candidates[best]
+    acting = {"mode": _acting_name(dcfg), "chosen_by": "measured" if len(evals) > 1 else "given",
+              "candidates": [{"mode": _acting_name(c), **e} for c, e in zip(candidates, evals,
+                                                                             strict=True)]}
+    say(f"acting: {acting['mode']} (" + ", ".join(
+        f"{c['mode']} success_any {c['success_any']:.3f}" for c in acting["candidates"]) + ")")
+    stage_s["acting"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     dres = distill(teacher, students=students, out=out / "students", config=dcfg,
-                   progress=progress, time_jax=False, **live)  # the latency stage times them
+                   progress=progress, time_jax=False,  # the latency stage times them
+                   teacher_eval=evals[best], **live)
     stage_s["students"] = time.perf_counter() - t0
 
     # 3. export + gates, skipped when the file already holds exactly the picked student
@@ -114,6 +140,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
 
     summary = _summary(out, teacher, curve, dres.report, export_report, latency, stage_s,
                        time.perf_counter() - t_start)
+    summary["acting"] = acting
     atomic_write_json(out / "summary.json", summary)
     text = summary_markdown(summary)
     atomic_write(out / "summary.md", lambda f: f.write(text), binary=False)
@@ -121,6 +148,11 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     if progress:
         print_summary(summary)
     return PipelineResult(out=out, summary=summary)
+
+
+def _acting_name(dcfg: Any) -> str:
+    return (f"critic best-of-{dcfg.label_samples}" if dcfg.label == "critic"
+            else "actor (deterministic)")
 
 
 def _read_latency(path: Path, params_sha256: str) -> dict | None:
@@ -184,6 +216,11 @@ def summary_markdown(s: dict) -> str:
         f"(batch 1/2/7/64); closed loop: {cl['success_episodes_onnx']}/{cl['episodes']} "
         f"successes with onnxruntime vs {cl['success_episodes_jax']}/{cl['episodes']} in JAX, "
         f"max per-step action deviation {cl['action_deviation_max']:.1e}.", "",
+        *([f"Teacher acting mode ({s['acting']['chosen_by']}): **{s['acting']['mode']}**; "
+           "students imitate it. " + "; ".join(
+               f"{c['mode']}: success_any {c['success_any']:.3f}, time at goal "
+               f"{c['time_at_goal']:.1f}" for c in s["acting"]["candidates"]) + ".", ""]
+          if "acting" in s else []),
         "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["stage_seconds"].items())
         + f"; total {s['total_seconds']:.0f}.", "",
     ]

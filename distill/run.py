@@ -71,6 +71,14 @@ def resolve_teacher(source: str | Path | Teacher, env: str | None = None) -> Tea
     return teacher
 
 
+def labelling_policy(t: Teacher, dcfg: DistillConfig) -> Callable:
+    """The teacher as its labels act: the actor, or with `label="critic"` the best of
+    `label_samples` fixed candidates under the critic (the noise set the labels use)."""
+    if dcfg.label == "critic":
+        return t.policy_fn(dcfg.label_samples, seed=dcfg.seed + 1)
+    return t.policy_fn()
+
+
 def default_out_dir(teacher: Teacher) -> Path:
     src = teacher.source
     if src.suffix == ".pkl":
@@ -175,6 +183,7 @@ def distill(
     logger: str = DEFAULT_LOGGER,
     logger_options: dict[str, Any] | None = None,
     time_jax: bool = True,
+    teacher_eval: dict[str, float] | None = None,
 ) -> DistillResult:
     """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
 
@@ -182,6 +191,9 @@ def distill(
     `logger` mirrors each student's per-iteration losses and its final evaluation, tagged
     `<student>/...`, x = DAgger iteration (`crl_distill.loggers`). `time_jax=False` leaves out
     the JAX batch-1 latency (`latency_batch1`: None), for callers that measure it themselves.
+    The teacher is evaluated acting as it labels (with `label="critic"`, the best of
+    `label_samples` under its critic), and retention is measured against that;
+    `teacher_eval` passes in that evaluation when the caller already made it (same seeds).
     Everything is validated (teacher file, env, specs) before anything is written.
     """
     check_logger(logger)
@@ -201,15 +213,17 @@ def distill(
     tenv = t.env
     console = _console(progress)
 
-    teacher_eval = evaluate(tenv, t.policy_fn(), dcfg.eval_episodes, dcfg.seed)
+    labelling = labelling_policy(t, dcfg)
+    teacher_eval = teacher_eval or evaluate(tenv, labelling, dcfg.eval_episodes, dcfg.seed)
     tcounts = t.param_counts
     teacher_row = {
-        "name": f"teacher d{t.config.actor.depth}",
+        "name": f"teacher d{t.config.actor.depth}" + (
+            f" best-of-{dcfg.label_samples}" if dcfg.label == "critic" else ""),
         "actor_params": tcounts["actor"],
         "params": sum(tcounts.values()),
         "flops_per_action": 2 * tcounts["actor"],
         **{f"eval/{k}": v for k, v in teacher_eval.items()},
-        "latency_batch1": latency_us(jax.jit(t.policy_fn()), jnp.zeros(
+        "latency_batch1": latency_us(jax.jit(labelling), jnp.zeros(
             (1, tenv.observation_size))) if time_jax else None,
     }
     console(f"teacher: success_any {teacher_eval['success_any']:.3f} on {dcfg.eval_episodes} "

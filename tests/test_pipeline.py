@@ -50,6 +50,14 @@ def test_pipeline_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     assert s["onnx"]["latency_p50_us"] > 0 and s["teacher"]["depth"] == 4
     md = (out / "summary.md").read_text()
     assert "teacher depth 4" in md and "(exported)" in md
+    # The acting mode is the better of the actor and best-of-16 on the same seeds, and the
+    # students' teacher row is that mode's evaluation.
+    acting = s["acting"]
+    assert [c["mode"] for c in acting["candidates"]] == ["actor (deterministic)",
+                                                         "critic best-of-16"]
+    best = max(acting["candidates"], key=lambda c: (c["success_any"], c["time_at_goal"]))
+    assert acting["mode"] == best["mode"] and f"**{best['mode']}**" in md
+    assert s["teacher"]["success_any"] == best["success_any"]
     # A rerun finds every stage's output valid and redoes nothing.
     mtime = (out / "policy.onnx").stat().st_mtime_ns
     again = run_pipeline(out=out, students="1x32,2x32", teacher_overrides=TINY_TEACHER,
