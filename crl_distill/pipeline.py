@@ -50,14 +50,29 @@ def _export_valid(path: Path, student_file: Path) -> bool:
         return False
     try:
         from crl_distill.export.onnx_export import params_sha256
-        from crl_distill.runtime import OnnxPolicy
+        from crl_distill.runtime import read_metadata, verify
         from crl_distill.student.model import load_student
 
-        meta = OnnxPolicy(path).metadata
+        verify(path)  # the weights hashed at export, and the golden pairs still replay
+        meta = read_metadata(path)
         return (not meta.get("gates_skipped") and meta.get("params_sha256")
                 == params_sha256(load_student(student_file).params))
     except CrlDistillError:
         return False
+
+
+def _read_export_report(path: Path, onnx_path: Path) -> dict | None:
+    """export_report.json when it reads whole and describes the file at `onnx_path`, else
+    None (the export is then redone, which rewrites both)."""
+    try:
+        from crl_distill.runtime import read_metadata
+
+        report = json.loads(path.read_bytes())
+        ok = (isinstance(report, dict) and report.get("passed") is True
+              and report.get("params_sha256") == read_metadata(onnx_path).get("params_sha256"))
+    except (OSError, ValueError, CrlDistillError):
+        return None
+    return report if ok else None
 
 
 def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth: int = 4,
@@ -107,9 +122,10 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
 
     student_file = pick_student(out / "students", None)
     onnx_path = out / "policy.onnx"
-    if _export_valid(onnx_path, student_file):
+    export_report = (_read_export_report(out / "export_report.json", onnx_path)
+                     if _export_valid(onnx_path, student_file) else None)
+    if export_report is not None:
         say(f"export: {onnx_path} is valid for {student_file.name}, skipped")
-        export_report = json.loads((out / "export_report.json").read_text())
     else:
         export_report = export(student_file, out=onnx_path, episodes=parity_episodes,
                                seed=seed).report

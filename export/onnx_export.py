@@ -165,14 +165,17 @@ def pick_student(student_dir: Path, name: str | None) -> Path:
         raise CrlDistillError(f"{student_dir}: no student-*.npz files (not a student directory)")
     report_path = student_dir / "distill_report.json"
     if report_path.is_file():
-        try:
-            rows = json.loads(report_path.read_text())["students"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        try:  # ValueError: not JSON or not UTF-8; the rest: JSON of another shape
+            rows = json.loads(report_path.read_bytes())["students"]
+            good = [r for r in rows if r.get("retention", 0) >= 0.95]
+            best = (min(good, key=lambda r: r["actor_params"]) if good
+                    else max(rows, key=lambda r: r.get("retention", 0)))
+            name = best["name"]
+            if not isinstance(name, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CrlDistillError(f"{report_path}: corrupt distill report") from None
-        good = [r for r in rows if r.get("retention", 0) >= 0.95]
-        best = (min(good, key=lambda r: r["actor_params"]) if good
-                else max(rows, key=lambda r: r.get("retention", 0)))
-        p = student_dir / f"student-{best['name']}.npz"
+        p = student_dir / f"student-{name}.npz"
         if p.is_file():
             return p
     return files[0]
