@@ -85,6 +85,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks (checkpoints can be large)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(key: str, path: str | os.PathLike | None) -> dict[str, str]:
+    """`{key: file name, key_sha256: hash}` for a file an artifact was made from.
+
+    Exported files travel to other machines: the exporting machine's absolute paths mean
+    nothing there and leak its layout, so only the name and the content hash are kept (the
+    hash is left out when the file is no longer readable here).
+    """
+    if path is None:
+        return {}
+    p = Path(path)
+    out = {key: p.name}
+    if p.is_file():
+        out[f"{key}_sha256"] = file_sha256(p)
+    return out
+
+
 def _json_default(x: Any) -> Any:
     if hasattr(x, "tolist"):
         return x.tolist()

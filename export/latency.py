@@ -109,6 +109,21 @@ def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 2
     return path
 
 
+def _local_source(meta: dict, key: str, dirs: list[Path]) -> Path | None:
+    """The file an export was made from, found by the name it records in one of `dirs`, and
+    only if its bytes still hash to what was recorded (exports keep names, not paths)."""
+    from crl_distill.fileio import file_sha256
+
+    name, want = meta.get(key), meta.get(f"{key}_sha256")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return None
+    for d in dirs:
+        p = d / name
+        if p.is_file() and (want is None or file_sha256(p) == want):
+            return p
+    return None
+
+
 def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path | None = None,
                           deep_depth: int = 1000, onnx_deep: bool = True,
                           work_dir: str | Path | None = None, budget_s: float = 4.0,
@@ -130,15 +145,19 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
 
         student_onnx = src
         meta = OnnxPolicy(src).metadata  # validates the file and its metadata
-        student_jax = resolve(meta["source"]) if Path(meta.get("source", "")).is_file() else None
+        # Beside the file (export's default), or the pipeline's layout (OUT/students/).
+        found = _local_source(meta, "source", [src.parent, src.parent / "students"])
+        student_jax = resolve(found) if found else None
     else:
         student_jax = resolve(src)
         student_onnx = export(src, out=work / "student.onnx", episodes=16).path
         meta = read_metadata(student_onnx)
     env_name, obs_size = meta["env"], int(meta["observation_size"])
-    if teacher_source is None and meta.get("teacher_source"):
-        candidate = Path(meta["teacher_source"])
-        teacher_source = candidate if candidate.exists() else None
+    if teacher_source is None:
+        # RUN/students/ (distill's default) or OUT/teacher/ beside OUT/students/ (the pipeline).
+        sdir = student_jax.source.parent if student_jax is not None else src.parent
+        teacher_source = _local_source(meta, "teacher_source", [
+            sdir.parent / "checkpoints", sdir.parent / "teacher" / "checkpoints", sdir.parent])
     rows = []
 
     def add(name: str, runner: Callable, **extra: Any) -> None:
