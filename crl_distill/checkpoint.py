@@ -110,6 +110,8 @@ def _meta(z: Any, path: Any, expected_format: str) -> dict[str, Any]:
         meta = json.loads(str(z[META_KEY]))
     except Exception:
         raise CrlDistillError(f"{path}: corrupt checkpoint header") from None
+    if not isinstance(meta, dict):
+        raise CrlDistillError(f"{path}: corrupt checkpoint header (not a JSON object)")
     if meta.get("format") != expected_format:
         raise CrlDistillError(
             f"{path}: is a {meta.get('format')!r} file, expected a {expected_format!r} checkpoint")

@@ -56,7 +56,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise CrlDistillError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    return _decode({p.key: p.value for p in model.metadata_props})
+    try:
+        props = {p.key: p.value for p in model.metadata_props}
+    except UnicodeDecodeError:
+        raise CrlDistillError(f"{path}: damaged metadata (not UTF-8 text)") from None
+    return _decode(props, path)
 
 
 def weights_sha256(model: Any) -> str:
@@ -111,14 +115,16 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def _decode(props: dict[str, str]) -> dict[str, Any]:
+def _decode(props: dict[str, str], path: Any) -> dict[str, Any]:
+    """The crl_distill.* entries, JSON-decoded. Export writes every one of them as JSON, so
+    one that does not decode was altered after export."""
     out = {}
     for k, v in props.items():
         if k.startswith(METADATA_PREFIX):
             try:
                 out[k[len(METADATA_PREFIX):]] = json.loads(v)
-            except json.JSONDecodeError:
-                out[k[len(METADATA_PREFIX):]] = v
+            except ValueError:  # not JSON, or (protobuf handing back raw bytes) not UTF-8
+                raise CrlDistillError(f"{path}: damaged metadata (entry {k!r} is not JSON)") from None
     return out
 
 
@@ -164,7 +170,11 @@ class OnnxPolicy:
                                       f"({str(e).splitlines()[0][:200]})") from None
         if "CUDAExecutionProvider" not in self.session.get_providers() and device != "cpu":
             self.fallback_reason = self.fallback_reason or "CUDA provider not active"
-        self.metadata = _decode(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            props = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError:  # protobuf does not check proto2 strings; Python does
+            raise CrlDistillError(f"{self.path}: damaged metadata (not UTF-8 text)") from None
+        self.metadata = _decode(props, self.path)
         if self.metadata.get("format") != "crl-distill-policy":
             raise CrlDistillError(f"{self.path}: not a crl-distill policy (no crl_distill.* "
                                   f"policy metadata)")
@@ -175,24 +185,28 @@ class OnnxPolicy:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "obs":
             raise CrlDistillError(f"{self.path}: expected one input named 'obs'")
-        #: the graph's input: concat(state, goal), or a student's stacked input
-        self.input_size = int(self.metadata["observation_size"])
-        self.goal_size = self.input_size - int(self.metadata["state_size"])
-        self.obs_spec, self._stacker = self._read_obs_spec()
-        if self.obs_spec is None:
-            self.state_size = int(self.metadata["state_size"])
-            #: the env's state size this policy was made for
-            self.env_state_size = self.state_size
-        else:
-            self.env_state_size = int(self.metadata["observation_spec"]["teacher_state_size"])
-            self.state_size = self.obs_spec.kept_size(self.env_state_size)
-        #: what `act` takes: the current state (the student's own, where it has a spec) + goal
-        self.observation_size = self.state_size + self.goal_size
-        self.action_size = int(self.metadata["action_size"])
-        lo, hi = self.metadata.get("action_bounds", [-1.0, 1.0])
-        self.action_low, self.action_high = float(lo), float(hi)
-        self.env = self.metadata.get("env")
-        self.control_period = float(self.metadata.get("control_period", 0.0))
+        try:  # sizes and bounds of the wrong type: altered metadata
+            #: the graph's input: concat(state, goal), or a student's stacked input
+            self.input_size = int(self.metadata["observation_size"])
+            self.goal_size = self.input_size - int(self.metadata["state_size"])
+            self.obs_spec, self._stacker = self._read_obs_spec()
+            if self.obs_spec is None:
+                self.state_size = int(self.metadata["state_size"])
+                #: the env's state size this policy was made for
+                self.env_state_size = self.state_size
+            else:
+                self.env_state_size = int(self.metadata["observation_spec"]["teacher_state_size"])
+                self.state_size = self.obs_spec.kept_size(self.env_state_size)
+            #: what `act` takes: the current state (the student's own, where it has a spec) + goal
+            self.observation_size = self.state_size + self.goal_size
+            self.action_size = int(self.metadata["action_size"])
+            lo, hi = self.metadata.get("action_bounds", [-1.0, 1.0])
+            self.action_low, self.action_high = float(lo), float(hi)
+            self.env = self.metadata.get("env")
+            self.control_period = float(self.metadata.get("control_period", 0.0))
+        except (TypeError, ValueError) as e:
+            raise CrlDistillError(f"{self.path}: damaged metadata ({type(e).__name__}: "
+                                  f"{str(e)[:100]})") from None
         self._out_name = self.session.get_outputs()[0].name
         self._out_names = [self._out_name]
         cpu = self.session.get_providers()[0] == "CPUExecutionProvider"

@@ -77,14 +77,14 @@ def read_report(set_dir: Path) -> dict[str, Any]:
     """The distill report, or one line naming the file when it is damaged."""
     path = report_file(set_dir)
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(path.read_bytes())
         rows = report["students"]
         if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(
                 r.get("name"), str) for r in rows):
             raise TypeError
     except FileNotFoundError:
         raise CrlDistillError(f"{path}: no distill report") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
         raise CrlDistillError(f"{path}: corrupt distill report") from None
     return report
 
@@ -94,13 +94,13 @@ def pick_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         raise CrlDistillError("the distill report lists no students")
 
-    def retention(r: dict) -> float:
-        v = r.get("retention", 0)
-        return v if isinstance(v, int | float) and v == v else 0.0
+    def number(r: dict, key: str) -> float:
+        v = r.get(key, 0)
+        return float(v) if isinstance(v, int | float) and v == v else 0.0
 
-    good = [r for r in rows if retention(r) >= RETAIN]
-    return (min(good, key=lambda r: r.get("actor_params", 0)) if good
-            else max(rows, key=retention))
+    good = [r for r in rows if number(r, "retention") >= RETAIN]
+    return (min(good, key=lambda r: number(r, "actor_params")) if good
+            else max(rows, key=lambda r: number(r, "retention")))
 
 
 def pick(set_dir: Path, name: str | None = None) -> Path:

@@ -41,29 +41,32 @@ def read_report(onnx_path: Path) -> dict[str, Any]:
     """The export report beside `onnx_path`, or one line naming it when it is damaged."""
     path = report_file(onnx_path)
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(path.read_bytes())
         if not isinstance(report, dict):
             raise TypeError
     except FileNotFoundError:
         raise CrlDistillError(f"{path}: no export report") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+    except (ValueError, TypeError):  # ValueError: not JSON, or not UTF-8
         raise CrlDistillError(f"{path}: corrupt export report") from None
     return report
 
 
 def current_report(onnx_path: Path, params_sha256: str) -> dict[str, Any] | None:
-    """The export report when `onnx_path` loads, passed its gates and holds exactly the weights
-    hashed as `params_sha256`; None when the file must be exported (again)."""
-    from crl_distill.runtime import OnnxPolicy
+    """The export report when `onnx_path` passes `verify` (its weights hash and golden pairs),
+    passed its gates, holds exactly the weights hashed as `params_sha256`, and its report says
+    the same; None when the file must be exported (again), which rewrites both."""
+    from crl_distill.runtime import read_metadata, verify
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         return None
     try:
-        meta = OnnxPolicy(onnx_path).metadata
+        verify(onnx_path)
+        meta = read_metadata(onnx_path)
         if meta.get("gates_skipped") or meta.get("params_sha256") != params_sha256:
             return None
         report = read_report(onnx_path)
     except CrlDistillError:
         return None
-    return report if report.get("params_sha256") == params_sha256 else None
+    ok = report.get("passed") is True and report.get("params_sha256") == params_sha256
+    return report if ok else None

@@ -109,6 +109,21 @@ def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 2
     return path
 
 
+def _local_source(meta: dict, key: str, dirs: list[Path]) -> Path | None:
+    """The file an export was made from, found by the name it records in one of `dirs`, and
+    only if its bytes still hash to what was recorded (exports keep names, not paths)."""
+    from crl_distill.fileio import file_sha256
+
+    name, want = meta.get(key), meta.get(f"{key}_sha256")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return None
+    for d in dirs:
+        p = d / name
+        if p.is_file() and (want is None or file_sha256(p) == want):
+            return p
+    return None
+
+
 def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path | None = None,
                           deep_depth: int = 1000, onnx_deep: bool = True,
                           work_dir: str | Path | None = None, budget_s: float = 4.0,
@@ -117,8 +132,8 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
 
     student_source: an exported student .onnx (its JAX row needs the student file beside the
     export or in ../students), or a student dir/file (exported here first).
-    teacher_source: a teacher run or checkpoint (default: the one the student file records, if it
-    is still there); without one, the teacher rows are left out.
+    teacher_source: a teacher run or checkpoint (default: the one the export records, found by
+    name and hash beside the students); without one, the teacher rows are left out.
     """
     import tempfile
 
@@ -131,17 +146,20 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
         from crl_distill.runtime import read_metadata
 
         student_onnx, student = src, None
-        name = Path(str(read_metadata(src).get("source", ""))).name  # validates the file
-        for candidate in (src.parent / name, src.parent / "students" / name):
-            if name and candidate.is_file():
-                student = resolve(candidate)
-                break
+        meta = read_metadata(src)  # validates the file and its metadata
+        # Beside the file (export's default), or the pipeline's layout (OUT/students/).
+        found = _local_source(meta, "source", [src.parent, src.parent / "students"])
+        student = resolve(found) if found else None
     else:
         res = export(src, out=work / "student.onnx", episodes=16)
         student_onnx, student = res.path, res.exportable
-    if teacher_source is None and student is not None:
-        recorded = Path(str(student.info.get("teacher_source") or ""))
-        teacher_source = recorded if recorded.name and recorded.exists() else None
+    if teacher_source is None:
+        from crl_distill.runtime import read_metadata
+
+        # RUN/students/ (distill's default) or OUT/teacher/ beside OUT/students/ (the pipeline).
+        sdir = student.source.parent if student is not None else src.parent
+        teacher_source = _local_source(read_metadata(student_onnx), "teacher_source", [
+            sdir.parent / "checkpoints", sdir.parent / "teacher" / "checkpoints", sdir.parent])
     teacher = load_teacher(teacher_source) if teacher_source is not None else None
     return measure_latency(student_onnx, student, teacher, deep_depth=deep_depth,
                            onnx_deep=onnx_deep, work_dir=work, budget_s=budget_s, log=log)

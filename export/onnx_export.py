@@ -33,7 +33,7 @@ from crl_distill.envs.observed import observed
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
 from crl_distill.export import c_export, exported
-from crl_distill.fileio import atomic_write_bytes
+from crl_distill.fileio import atomic_write_bytes, provenance
 from crl_distill.runtime import METADATA_PREFIX
 
 POLICY_FORMAT = "crl-distill-policy"
@@ -84,7 +84,7 @@ def _student_exportable(path: Path) -> Exportable:
                             # per-element input range seen in distillation: the runtime's monitor
                             "obs_range": s.meta.get("obs_range"),
                             "teacher": s.meta.get("teacher"),
-                            "teacher_source": s.meta.get("teacher_source"),
+                            **provenance("teacher_source", s.meta.get("teacher_source")),
                             "distill": s.meta.get("distill")})
 
 
@@ -253,7 +253,7 @@ def build_metadata(ex: Exportable, golden: list[dict], gates: dict) -> dict[str,
         "input": "obs = concat(state, goal), float32 [batch, observation_size]",
         "output": "action = tanh(mean), float32 [batch, action_size]",
         "crl_distill_version": __version__, "params_sha256": params_sha256(ex.params),
-        "source": str(ex.source), **{k: v for k, v in ex.info.items() if v is not None},
+        **provenance("source", ex.source), **{k: v for k, v in ex.info.items() if v is not None},
         "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")), **spec,
         # Element by element, and as the flat comma-separated keys C++ controllers read.
         "interface": (face := env.interface()),
@@ -416,8 +416,9 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     obs = np.asarray(parity_observations(ex, seed, n_real=GOLDEN_PAIRS, n_random=0))[:GOLDEN_PAIRS]
     act = np.asarray(jax.jit(ex.policy)(jnp.asarray(obs)))
     golden = [{"obs": o.tolist(), "action": a.tolist()} for o, a in zip(obs, act, strict=True)]
-    report: dict[str, Any] = {"source": str(ex.source), "kind": ex.kind, "name": ex.name,
-                              "env": ex.env.name, "target": str(out), "trace_s": trace_s}
+    # File names, not paths: the report may travel with the file (see fileio.provenance).
+    report: dict[str, Any] = {**provenance("source", ex.source), "kind": ex.kind, "name": ex.name,
+                              "env": ex.env.name, "target": out.name, "trace_s": trace_s}
     if skip_gates:
         gates: dict[str, Any] = {"skipped": True, "reason": "skipped by --skip-gates"}
     else:
@@ -465,7 +466,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
                                    model_xml=meta["native"]["mjcf"] if "native" in meta else None)
         report["c_files"] = [p.name for p in c_paths]
     report.update({"passed": not skip_gates, "gates": gates, "bytes": len(data),
-                   "critic": str(critic_path) if critic_path else None,
+                   "critic": critic_path.name if critic_path else None,
                    "params_sha256": params_sha256(ex.params), "seconds": time.perf_counter() - t0})
     return ExportResult(path=out, report_path=exported.write_report(out, report), report=report,
                         critic_path=critic_path, c_paths=c_paths, exportable=ex)

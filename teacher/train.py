@@ -145,6 +145,7 @@ def train_teacher(
         stale.unlink(missing_ok=True)  # left by a write that was killed; never a checkpoint
     if resume and _checkpoints(run_dir):
         carry, start_epoch = _load_latest(run_dir, jax.eval_shape(crl.init, key), shardings)
+        _check_rows(run_dir / "metrics.jsonl", start_epoch)
         # Rows past the checkpoint describe epochs that will be recomputed.
         rows = _truncate_jsonl(run_dir / "metrics.jsonl", start_epoch)
         _truncate_jsonl(run_dir / "timing.jsonl", start_epoch)
@@ -206,6 +207,20 @@ def train_teacher(
                 on_epoch({**row, **timing})
     plot_learning_curve(run_dir)
     return TrainResult(run_dir=run_dir, metrics=rows)
+
+
+def _check_rows(path: Path, start_epoch: int) -> None:
+    """Refuse to resume over a metrics file that lost more than a kill can lose.
+
+    A kill between a checkpoint and its metrics line loses that one line; fewer rows than
+    that (or rows out of order) mean the file was damaged, and rewriting it from what is left
+    would destroy the rest for good.
+    """
+    epochs = [r.get("epoch") for r in read_jsonl(path)]
+    kept = [e for e in epochs if not (isinstance(e, int) and e >= start_epoch)]
+    if len(kept) < start_epoch - 1 or kept != list(range(len(kept))):
+        raise CrlDistillError(f"{path}: damaged (rows for epochs {kept[:8]} but the checkpoint "
+                              f"is at epoch {start_epoch}); restore it or start a new run")
 
 
 def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:

@@ -186,7 +186,7 @@ def test_eval_matches_across_artifacts(exported, student_dir):
     from crl_distill.export.onnx_export import evaluate_artifact
 
     a = evaluate_artifact(exported.path, episodes=16)
-    b = evaluate_artifact(exported.report["source"], episodes=16)
+    b = evaluate_artifact(student_dir / exported.report["source"], episodes=16)
     assert a["success_any"] == b["success_any"] and a["time_at_goal"] == pytest.approx(
         b["time_at_goal"], abs=1e-6)
     assert jax.numpy.isfinite(a["final_dist"])
@@ -211,3 +211,25 @@ def test_deep_teacher_exports_as_a_loop_and_matches(tmp_path):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     obs = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
     np.testing.assert_allclose(sess.run(None, {"obs": obs})[0], np.asarray(t.act(obs)), atol=1e-5)
+
+
+def test_exported_files_hold_file_names_and_hashes_not_local_paths(student_dir, tmp_path):
+    """Issue #14: nothing the export writes names a directory of the exporting machine."""
+    import hashlib
+    import shutil
+
+    student = student_dir / "student-2x32.npz"
+    fmt = "c" if shutil.which("cc") else "onnx"  # the C header carries the same metadata
+    res = export(student, out=tmp_path / "p.onnx", skip_gates=True, fmt=fmt)
+    meta = read_metadata(res.path)
+    assert meta["source"] == student.name
+    assert meta["source_sha256"] == hashlib.sha256(student.read_bytes()).hexdigest()
+    # The teacher's file (helpers.fixed_teacher: /nonexistent/...) is not here: name only.
+    assert meta["teacher_source"] == "epoch-000001.npz" and "teacher_source_sha256" not in meta
+    texts = {"metadata": json.dumps(meta), "report": res.report_path.read_text(),
+             "critic": json.dumps(read_metadata(res.critic_path))}
+    texts.update({p.name: p.read_text() for p in res.c_paths})
+    assert fmt == "onnx" or {"p.h", "p.c"} <= set(texts)
+    for what, text in texts.items():
+        for local in (str(tmp_path), str(student_dir), "/nonexistent"):
+            assert local not in text, (what, local)
