@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write, atomic_write_json, read_jsonl
+from crl_distill.fileio import atomic_write, atomic_write_json
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger
 
 
@@ -28,20 +28,9 @@ class PipelineResult:
 
 def _teacher_complete(run: Path, want: Any) -> bool:
     """The run finished with exactly the requested config; one clear error if it holds another."""
-    from crl_distill.teacher.train import _checkpoints, read_run_config
+    from crl_distill.teacher.run_dir import run_complete
 
-    if not (run / "config.json").is_file():
-        return False
-    have = read_run_config(run)
-    if have != want:
-        a, b = have.to_dict(), want.to_dict()
-        diff = ", ".join(f"{k}={a[k]!r} (requested {b[k]!r})" for k in a if a[k] != b.get(k))
-        raise CrlDistillError(f"{run} holds a teacher trained with other settings: {diff}; "
-                              f"choose another --out or remove it")
-    if not _checkpoints(run):
-        return False
-    return (len(read_jsonl(run / "metrics.jsonl")) >= want.epochs
-            and (run / "learning_curve.png").exists())
+    return run_complete(run, want)
 
 
 def _export_valid(path: Path, student_file: Path) -> bool:
@@ -74,6 +63,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     from crl_distill.export import export
     from crl_distill.export.latency import run_latency_benchmark
     from crl_distill.teacher import configure, train_teacher
+    from crl_distill.teacher.run_dir import is_run_dir
 
     out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
@@ -86,7 +76,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     cfg = configure(env, depth=depth, seed=seed, **(teacher_overrides or {}))
     if _teacher_complete(run, cfg):
         say(f"teacher: complete in {run}, skipped")
-    elif (run / "config.json").is_file():
+    elif is_run_dir(run):
         say(f"teacher: resuming {run}")
         train_teacher(cfg, run, resume=True, progress=progress, **live)
     else:
@@ -148,8 +138,10 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
 
 def _summary(out: Path, run: Path, report: dict, export_report: dict, latency: dict,
              stage_s: dict, total_s: float) -> dict:
-    teacher_cfg = json.loads((run / "config.json").read_text())
-    rows = read_jsonl(run / "metrics.jsonl")
+    from crl_distill.teacher.run_dir import read_metrics, read_run_info
+
+    teacher_cfg = read_run_info(run)
+    rows = read_metrics(run)
     lat = {r["role"] + "/" + r["kind"]: r for r in latency["rows"]}
     gates = export_report.get("gates", {})
     return {
@@ -216,7 +208,9 @@ def plot_summary(run: Path, report: dict, latency: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_jsonl(run / "metrics.jsonl")
+    from crl_distill.teacher.run_dir import read_metrics
+
+    rows = read_metrics(run)
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot([r["env_steps"] for r in rows], [r["eval/success_any"] for r in rows], marker="o")
     ax[0].set(title="teacher learning curve", xlabel="env steps", ylabel="success_any",
