@@ -242,6 +242,33 @@ def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_pat
     assert (out / "metrics.jsonl").read_bytes() == (full_out / "metrics.jsonl").read_bytes()
 
 
+def test_resume_without_a_stored_buffer_refills_it(tiny_run, tmp_path):
+    """Replay saved every 2nd epoch: a kill after epoch 1 resumes with fresh envs and a random
+    prefill (counted in env_steps); the SGD steps and the epochs before the kill are unchanged."""
+    full_out, full = tiny_run
+    out = tmp_path / "sparse"
+    cfg = TeacherConfig(**{**TINY, "replay_checkpoint_every": 2})
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        if row["epoch"] == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_teacher(cfg, out, progress=False, on_epoch=kill)
+    assert not list((out / "checkpoints").glob("replay-*"))
+    resumed = train_teacher(cfg, out, resume=True, progress=False)
+    prefill = TINY["prefill_steps"] * TINY["num_envs"]
+    assert resumed.metrics[0] == full.metrics[0]
+    assert [r["sgd_steps"] for r in resumed.metrics] == [r["sgd_steps"] for r in full.metrics]
+    assert [r["env_steps"] for r in resumed.metrics[1:]] == [
+        r["env_steps"] + prefill for r in full.metrics[1:]]
+    assert sorted(p.name for p in (out / "checkpoints").glob("replay-*")) == [
+        "replay-000002-p0of1.npz", "replay-000003-p0of1.npz"]  # every 2nd epoch, and the last
+
+
 def test_refuses_to_overwrite_a_run(tiny_run):
     out, _ = tiny_run
     with pytest.raises(CrlDistillError, match="already exists"):
