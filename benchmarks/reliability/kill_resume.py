@@ -117,7 +117,7 @@ def run_teacher(work: Path, kills: int, rng: random.Random) -> dict:
         args = ["teacher", "--resume", str(run)] if (run / "config.json").exists() else \
             ["teacher", *TEACHER_ARGS, "--out", str(run)]
         how = kill_at(launch(args), run / "checkpoints", aim_at_write=i % 2 == 1,
-                      max_wait=90.0, rng=rng)
+                      max_wait=90.0 * PROCESSES, rng=rng)
         state = check_teacher_dir(run)
         events.append({"kill": i + 1, "when": how, **state})
         print(f"teacher kill {i + 1}: {how}; {state}", flush=True)
