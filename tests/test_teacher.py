@@ -269,6 +269,18 @@ def test_resume_without_a_stored_buffer_refills_it(tiny_run, tmp_path):
         "replay-000002-p0of1.npz", "replay-000003-p0of1.npz"]  # every 2nd epoch, and the last
 
 
+def test_run_complete_compares_the_stored_config(tiny_run, tmp_path):
+    from crl_distill.teacher.run_dir import run_complete
+
+    out, _ = tiny_run
+    assert run_complete(out, TeacherConfig(**TINY))
+    # The replay schedule changes what is saved, not what is trained.
+    assert run_complete(out, TeacherConfig(**{**TINY, "replay_checkpoint_every": 5}))
+    with pytest.raises(CrlDistillError, match=r"epochs=3 \(requested 4\)"):
+        run_complete(out, TeacherConfig(**{**TINY, "epochs": 4}))
+    assert not run_complete(tmp_path, TeacherConfig(**TINY))
+
+
 def test_refuses_to_overwrite_a_run(tiny_run):
     out, _ = tiny_run
     with pytest.raises(CrlDistillError, match="already exists"):
