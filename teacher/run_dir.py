@@ -144,7 +144,8 @@ def _replay_epochs(run_dir: Path, process: int | None = None) -> list[int]:
     return sorted(found, reverse=True)
 
 
-def _barrier(name: str) -> None:
+def barrier(name: str) -> None:
+    """Wait for every process of a multi-process run (a no-op in one process)."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -209,7 +210,7 @@ class RunWriter:
             (self.run_dir / METRICS).unlink(missing_ok=True)
             (self.run_dir / TIMING).unlink(missing_ok=True)
             atomic_write_json(self.run_dir / CONFIG, info)
-        _barrier("crl-distill-run-start")
+        barrier("crl-distill-run-start")
 
     def rewind(self, epoch: int) -> list[dict]:
         """Drop metric and timing rows from `epoch` on (they will be recomputed); the kept rows."""
@@ -221,7 +222,7 @@ class RunWriter:
                 atomic_write(self.run_dir / name, lambda f, t=text: f.write(t), binary=False)
         for stale in checkpoint_dir(self.run_dir).glob(".*.tmp"):
             stale.unlink(missing_ok=True)  # left by a killed write; never a checkpoint
-        _barrier("crl-distill-run-rewind")
+        barrier("crl-distill-run-rewind")
         return rows
 
     def save(self, carry: Carry, shardings: Carry, epoch: int, with_replay: bool) -> None:
@@ -232,7 +233,7 @@ class RunWriter:
             local = _to_host_local(_data_part(carry), _data_part(shardings))
             name = _replay_name(epoch, jax.process_index(), jax.process_count())
             save_pytree(ckpts / name, local, _meta(self.cfg, epoch, REPLAY_FORMAT))
-            _barrier(f"crl-distill-replay-{epoch}")
+            barrier(f"crl-distill-replay-{epoch}")
         if self.main:
             save_pytree(ckpts / f"epoch-{epoch:06d}.npz", _state_part(carry), _meta(self.cfg, epoch))
             for old in epoch_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:

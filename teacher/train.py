@@ -35,6 +35,7 @@ from crl_distill.teacher.networks import param_count
 from crl_distill.teacher.run_dir import (
     CHECKPOINT_FORMAT,
     RunWriter,
+    barrier,
     curve_path,
     epoch_checkpoints,
     find_teacher_checkpoint,
@@ -122,6 +123,8 @@ def train_teacher(
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise CrlDistillError(f"{run_dir} already exists and is not empty; use --resume {run_dir} "
                               f"to continue it or choose another --out")
+    # Every process has looked before process 0 writes anything.
+    barrier("crl-distill-run-checked")
     env = make(cfg.env)
     mesh = make_mesh(devices)
     if cfg.num_envs % mesh.size or cfg.batch_size % mesh.size:
