@@ -13,6 +13,7 @@ This is the one module that knows the file names inside a teacher run:
                                episode counters (every `replay_checkpoint_every` epochs; last
                                two kept per process)
         best.npz               parameters of the best evaluated epoch (`--from .../best.npz`)
+    run_dir/save-replay        touch it to have the next epoch save the replay (removed then)
 
 With several processes (`jax.distributed`) the directory must be on a filesystem every host
 sees: process 0 writes config, metrics and the epoch/best files (their leaves are replicated),
@@ -42,6 +43,7 @@ REPLAY_FORMAT = "crl-distill-teacher-replay"
 KEEP_CHECKPOINTS = 2
 CONFIG, METRICS, TIMING, CURVE = "config.json", "metrics.jsonl", "timing.jsonl", "learning_curve.png"
 BEST = "best.npz"
+REPLAY_REQUEST = "save-replay"
 _REPLAY_RE = re.compile(r"replay-(\d{6})-p(\d+)of(\d+)\.npz")
 
 
@@ -196,6 +198,15 @@ def _local_template(template: Any, shardings: Any) -> Any:
     return jax.tree_util.tree_map(local, template, shardings)
 
 
+def replay_due(cfg: TeacherConfig, epochs_done: int, run_dir: Path) -> bool:
+    """Whether the checkpoint after `epochs_done` epochs holds the replay: every
+    `replay_checkpoint_every` epochs, after the last one, or when asked for by touching
+    run_dir/save-replay. A collective in a multi-process run (every process must call it)."""
+    every = cfg.replay_checkpoint_every
+    scheduled = every > 0 and (epochs_done % every == 0 or epochs_done == cfg.epochs)
+    return scheduled or not _all_processes(not (Path(run_dir) / REPLAY_REQUEST).exists())
+
+
 class RunWriter:
     """Writes a run directory; process 0 writes the shared files, every process its replay."""
 
@@ -236,6 +247,8 @@ class RunWriter:
             barrier(f"crl-distill-replay-{epoch}")
         if self.main:
             save_pytree(ckpts / f"epoch-{epoch:06d}.npz", _state_part(carry), _meta(self.cfg, epoch))
+            if with_replay:
+                (self.run_dir / REPLAY_REQUEST).unlink(missing_ok=True)
             for old in epoch_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
                 old.unlink(missing_ok=True)
         for old in _replay_epochs(self.run_dir, jax.process_index())[KEEP_CHECKPOINTS:]:

@@ -44,6 +44,7 @@ from crl_distill.teacher.run_dir import (
     read_metrics,
     read_run_config,
     read_run_info,
+    replay_due,
 )
 
 __all__ = ["CHECKPOINT_FORMAT", "NonFiniteError", "Teacher", "TrainResult", "find_teacher_checkpoint",
@@ -199,10 +200,8 @@ def train_teacher(
             # the resume rewrites from the checkpoint's epoch.
             if not rows or _eval_rank(row) > max(map(_eval_rank, rows)):
                 writer.save_best(carry, epoch + 1)
-            every = cfg.replay_checkpoint_every
             t_save = time.perf_counter()
-            writer.save(carry, shardings, epoch + 1,
-                        with_replay=every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs))
+            writer.save(carry, shardings, epoch + 1, replay_due(cfg, epoch + 1, run_dir))
             timing["checkpoint_seconds"] = time.perf_counter() - t_save
             writer.append(row, timing)
             live.log({**row, **{k: v for k, v in timing.items() if k != "epoch"}},
