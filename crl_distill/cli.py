@@ -140,7 +140,8 @@ def teacher(
     resume: Annotated[Path | None, typer.Option(
         help="Continue a killed run from its last checkpoint (its saved config is used).")] = None,
     replay_checkpoint_every: Annotated[int | None, typer.Option(
-        help="Save the replay buffer every N epochs' checkpoint; 0 = never [CPU 1, GPU 10].")] = None,
+        help="Save the replay buffer with every Nth epoch's checkpoint and the last (`touch "
+        "RUN/save-replay` asks for the next); 0 = only when asked [CPU 1, GPU 10].")] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run (jax.distributed): one process per "
         "host, or `python -m crl_distill.launch -n N -- ...` locally.")] = False,

@@ -70,7 +70,8 @@ class TeacherConfig:
     #: (1 = the plain stochastic actor, the paper's default)
     act_samples: int = 1
     seed: int = 0
-    #: save the replay buffer (and env states) with every Nth epoch's checkpoint; 0 = never.
+    #: save the replay buffer (and env states) with every Nth epoch's checkpoint and the last;
+    #: 0 = only when asked (touch RUN/save-replay).
     #: Parameters and optimiser states are saved every epoch. A resume without a stored buffer
     #: refills it by random prefill (README, "Checkpoints and resume").
     replay_checkpoint_every: int = 1
