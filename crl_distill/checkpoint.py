@@ -8,7 +8,6 @@ are written atomically; a file without our header is refused with a one-line err
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ import jax
 import numpy as np
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write_bytes
+from crl_distill.fileio import atomic_write
 
 META_KEY = "__meta__"
 
@@ -34,9 +33,8 @@ def save_pytree(path: str | Path, tree: Any, meta: dict[str, Any]) -> Path:
         raise ValueError("meta needs a 'format' entry")
     arrays = {k: np.asarray(jax.device_get(v)) for k, v in _leaves_by_path(tree).items()}
     arrays[META_KEY] = np.asarray(json.dumps(meta))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+    # Straight into the temp file: a replay buffer of gigabytes is not copied into memory again.
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def peek_format(path: str | Path) -> str:

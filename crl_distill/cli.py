@@ -17,6 +17,7 @@ from rich.table import Table
 
 from crl_distill.distill.config import DEFAULTS as _DD
 from crl_distill.distill.config import field_help as _dh
+from crl_distill.distributed import DEFAULT_TIMEOUT_S
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.loggers import DEFAULT_LOGGER
 
@@ -140,8 +141,22 @@ def teacher(
     out: Annotated[Path | None, typer.Option(help="Run directory [runs/<env>-<time>].")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a killed run from its last checkpoint (its saved config is used).")] = None,
+    replay_checkpoint_every: Annotated[int | None, typer.Option(
+        help="Save the replay buffer with every Nth epoch's checkpoint and the last (`touch "
+        "RUN/save-replay` asks for the next); 0 = only when asked [CPU 1, GPU 10].")] = None,
     distributed: Annotated[bool, typer.Option(
-        "--distributed", help="Call jax.distributed.initialize() for multi-host runs.")] = False,
+        "--distributed", help="Join a multi-process run (jax.distributed): one process per "
+        "host, or `python -m crl_distill.launch -n N -- ...` locally.")] = False,
+    coordinator: Annotated[str | None, typer.Option(
+        help="With --distributed: HOST:PORT of process 0 [env CRL_DISTILL_COORDINATOR; "
+        "unset: JAX's cluster detection].")] = None,
+    num_processes: Annotated[int | None, typer.Option(
+        help="With --distributed: processes in the run [env CRL_DISTILL_NUM_PROCESSES].")] = None,
+    process_id: Annotated[int | None, typer.Option(
+        help="With --distributed: this process's index [env CRL_DISTILL_PROCESS_ID].")] = None,
+    distributed_timeout: Annotated[int, typer.Option(
+        help="With --distributed: seconds to wait for the coordinator and the other processes."
+        )] = DEFAULT_TIMEOUT_S,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,
@@ -156,9 +171,11 @@ def teacher(
     import time
 
     if distributed:
-        import jax
+        from crl_distill.distributed import initialize, spec_from
 
-        jax.distributed.initialize()
+        initialize(spec_from(coordinator, num_processes, process_id, distributed_timeout))
+    elif coordinator or num_processes or process_id is not None:
+        _fail("--coordinator, --num-processes and --process-id need --distributed")
     from crl_distill.teacher import configure, train_teacher
 
     if resume is not None:
@@ -177,6 +194,7 @@ def teacher(
             num_eval_envs=num_eval_envs, learning_rate=learning_rate, energy=energy,
             alpha_learning_rate=alpha_lr, act_samples=act_samples,
             contrastive_loss=contrastive_loss, logsumexp_penalty=logsumexp_penalty, seed=seed,
+            replay_checkpoint_every=replay_checkpoint_every,
         )
         out = out or Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train_teacher(cfg, out, progress=progress, **_live(logger, wandb_project, wandb_name))

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write, atomic_write_json, read_jsonl
+from crl_distill.fileio import atomic_write, atomic_write_json
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger
 
 
@@ -29,20 +28,9 @@ class PipelineResult:
 
 def _teacher_complete(run: Path, want: Any) -> bool:
     """The run finished with exactly the requested config; one clear error if it holds another."""
-    from crl_distill.teacher.train import _checkpoints, read_run_config
+    from crl_distill.teacher.run_dir import run_complete
 
-    if not (run / "config.json").is_file():
-        return False
-    have = read_run_config(run)
-    if have != want:
-        a, b = have.to_dict(), want.to_dict()
-        diff = ", ".join(f"{k}={a[k]!r} (requested {b[k]!r})" for k in a if a[k] != b.get(k))
-        raise CrlDistillError(f"{run} holds a teacher trained with other settings: {diff}; "
-                              f"choose another --out or remove it")
-    if not _checkpoints(run):
-        return False
-    return (len(read_jsonl(run / "metrics.jsonl")) >= want.epochs
-            and (run / "learning_curve.png").exists())
+    return run_complete(run, want)
 
 
 def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth: int = 4,
@@ -67,6 +55,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     from crl_distill.export import export, exported, resolve
     from crl_distill.export.latency import measure_latency
     from crl_distill.teacher import configure, load_teacher, train_teacher
+    from crl_distill.teacher.run_dir import is_run_dir, read_metrics
 
     out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
@@ -79,9 +68,9 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     cfg = configure(env, depth=depth, seed=seed, **(teacher_overrides or {}))
     if _teacher_complete(run, cfg):
         say(f"teacher: complete in {run}, skipped")
-        curve = read_jsonl(run / "metrics.jsonl")
+        curve = read_metrics(run)
     else:
-        resume = (run / "config.json").is_file()
+        resume = is_run_dir(run)
         say(f"teacher: resuming {run}" if resume else f"teacher: training depth {depth} on {env}")
         curve = train_teacher(cfg, run, resume=resume, progress=progress, **live).metrics
     teacher = load_teacher(run)

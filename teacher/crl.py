@@ -70,6 +70,11 @@ class TeacherConfig:
     #: (1 = the plain stochastic actor, the paper's default)
     act_samples: int = 1
     seed: int = 0
+    #: save the replay buffer (and env states) with every Nth epoch's checkpoint and the last;
+    #: 0 = only when asked (touch RUN/save-replay).
+    #: Parameters and optimiser states are saved every epoch. A resume without a stored buffer
+    #: refills it by random prefill (README, "Checkpoints and resume").
+    replay_checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         require_choice("energy", self.energy, ENERGIES)
@@ -78,6 +83,9 @@ class TeacherConfig:
                      "iters_per_epoch", "epochs", "num_eval_envs", "repr_dim", "act_samples"):
             if getattr(self, name) < 1:
                 raise CrlDistillError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replay_checkpoint_every < 0:
+            raise CrlDistillError(f"replay_checkpoint_every must be >= 0, got "
+                                  f"{self.replay_checkpoint_every}")
         if self.replay_capacity < 2 * self.unroll_length:
             raise CrlDistillError("replay_capacity must hold at least two unrolls per env")
         if not 0.0 < self.discount < 1.0:
@@ -121,7 +129,9 @@ def preset(platform: str) -> dict[str, Any]:
                     num_eval_envs=128, width=256, alpha_learning_rate=3e-3)
     return dict(num_envs=512, unroll_length=62, batch_size=256, updates_per_iter=800,
                 iters_per_epoch=32, epochs=50, replay_capacity=10_000, prefill_steps=1_000,
-                num_eval_envs=256, width=256, alpha_learning_rate=3e-4)
+                num_eval_envs=256, width=256, alpha_learning_rate=3e-4,
+                # the buffer is ~0.8 GB (ant) to ~5 GB (humanoid) here: benchmarks/checkpoint_size.py
+                replay_checkpoint_every=10)
 
 
 # ----------------------------------------------------------------------------------------------

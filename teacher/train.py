@@ -1,18 +1,11 @@
-"""Running a teacher: run directory, epochs, evaluation, checkpoints, resume, and the loader.
+"""Running a teacher: epochs, evaluation, checkpoints, resume, and the loader.
 
-    run_dir/config.json        every setting, env facts, package versions
-    run_dir/metrics.jsonl      one line per epoch (deterministic: same seed, same bytes on CPU)
-    run_dir/timing.jsonl       wall-clock seconds and SPS per epoch
-    run_dir/checkpoints/       epoch-NNNNNN.npz (the whole training carry; last two kept) and
-                               best.npz (parameters of the epoch with the best evaluation,
-                               by success_any then time at goal: `--from RUN/checkpoints/best.npz`)
-    run_dir/learning_curve.png at the end
+The run directory's layout, writer and reader live in `crl_distill.teacher.run_dir`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -25,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_distill import __version__
-from crl_distill.checkpoint import load_pytree, read_meta, save_pytree
+from crl_distill.checkpoint import load_pytree, read_meta
 from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
+from crl_distill.fileio import atomic_write
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
 from crl_distill.teacher.crl import (
     CRL,
@@ -39,9 +32,27 @@ from crl_distill.teacher.crl import (
     selection_noise,
 )
 from crl_distill.teacher.networks import param_count
+from crl_distill.teacher.run_dir import (
+    CHECKPOINT_FORMAT,
+    RunWriter,
+    barrier,
+    curve_path,
+    epoch_checkpoints,
+    find_teacher_checkpoint,
+    is_run_dir,
+    load_latest,
+    read_metrics,
+    read_run_config,
+    read_run_info,
+    replay_due,
+)
 
-CHECKPOINT_FORMAT = "crl-distill-teacher"
-KEEP_CHECKPOINTS = 2
+__all__ = ["CHECKPOINT_FORMAT", "NonFiniteError", "Teacher", "TrainResult", "find_teacher_checkpoint",
+           "load_teacher", "read_run_config", "train_teacher"]
+
+
+#: a key stream, apart from training's, for the envs and prefill of a resume without a buffer
+REFILL_STREAM = 1 << 20
 
 
 class NonFiniteError(CrlDistillError):
@@ -67,19 +78,6 @@ def teacher_param_counts(cfg: TeacherConfig, env: GoalEnv) -> dict[str, int]:
         "phi": param_count(cfg.critic, env.state_size + env.action_size, cfg.repr_dim),
         "psi": param_count(cfg.critic, env.goal_size, cfg.repr_dim),
     }
-
-
-def read_run_config(run_dir: Path) -> TeacherConfig:
-    """The TeacherConfig a run directory's config.json records; one line when it is corrupt."""
-    path = run_dir / "config.json"
-    try:
-        return TeacherConfig.from_dict(json.loads(path.read_text())["teacher"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise CrlDistillError(f"{path}: corrupt teacher config ({e})") from None
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
 
 
 def _eval_rank(row: dict) -> tuple[float, float, float]:
@@ -120,52 +118,60 @@ def train_teacher(
     check_logger(logger)
     run_dir = Path(out)
     if resume:
-        if not (run_dir / "config.json").is_file():
+        if not is_run_dir(run_dir):
             raise CrlDistillError(f"{run_dir}: not a teacher run directory (no config.json)")
         cfg = read_run_config(run_dir)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise CrlDistillError(f"{run_dir} already exists and is not empty; use --resume {run_dir} "
                               f"to continue it or choose another --out")
+    # Every process has looked before process 0 writes anything.
+    barrier("crl-distill-run-checked")
     env = make(cfg.env)
     mesh = make_mesh(devices)
     if cfg.num_envs % mesh.size or cfg.batch_size % mesh.size:
         raise CrlDistillError(f"num_envs ({cfg.num_envs}) and batch_size ({cfg.batch_size}) must be "
                               f"divisible by the number of devices ({mesh.size})")
+    main = jax.process_index() == 0
     crl = CRL(cfg, env, mesh)
     key = jax.random.PRNGKey(cfg.seed)
-    shardings = carry_shardings(jax.eval_shape(crl.init, key), mesh)
+    template = jax.eval_shape(crl.init, key)
+    shardings = carry_shardings(template, mesh)
     xla = env.jit_options
     init = jax.jit(crl.init, out_shardings=shardings, compiler_options=xla)
     epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None),
                        compiler_options=xla)
     evaluate = jax.jit(crl.evaluate, compiler_options=xla)
 
+    writer = RunWriter(run_dir, cfg)
     start_epoch, rows = 0, []
-    for stale in (run_dir / "checkpoints").glob(".*.tmp") if resume else ():
-        stale.unlink(missing_ok=True)  # left by a write that was killed; never a checkpoint
-    if resume and _checkpoints(run_dir):
-        carry, start_epoch = _load_latest(run_dir, jax.eval_shape(crl.init, key), shardings)
-        _check_rows(run_dir / "metrics.jsonl", start_epoch)
-        # Rows past the checkpoint describe epochs that will be recomputed.
-        rows = _truncate_jsonl(run_dir / "metrics.jsonl", start_epoch)
-        _truncate_jsonl(run_dir / "timing.jsonl", start_epoch)
+    restored = load_latest(run_dir, template, shardings) if resume and epoch_checkpoints(run_dir) else None
+    if restored is not None:
+        state, start_epoch, data, _ = restored
+        if data is None:
+            # No stored buffer: fresh envs and a random prefill, counted as env steps taken.
+            fresh = init(jax.random.fold_in(key, REFILL_STREAM + start_epoch))
+            ts = state.train.replace(env_steps=state.train.env_steps + fresh.train.env_steps)
+            carry = fresh.replace(train=ts, key=state.key)
+        else:
+            carry = state.replace(replay=data.replay, env_state=data.env_state,
+                                  episode=data.episode)
+        rows = writer.rewind(start_epoch)  # rows past the checkpoint will be recomputed
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (run_dir / "timing.jsonl").unlink(missing_ok=True)
-        atomic_write_json(run_dir / "config.json", {
+        writer.start({
             "teacher": cfg.to_dict(),
             "env": env.describe(),
             "params": teacher_param_counts(cfg, env),
             "versions": package_versions(),
             "devices": [str(d) for d in mesh.devices.flat],
+            "processes": jax.process_count(),
         })
         carry = init(key)
 
-    live = make_logger(logger, run_dir, {"teacher": cfg.to_dict(), "env": env.describe()},
+    live = make_logger(logger if main else "none", run_dir,
+                       {"teacher": cfg.to_dict(), "env": env.describe()},
                        start_step=int(carry.train.env_steps) if start_epoch else None,
                        **(logger_options or {}))
-    with _Progress(progress, cfg, start_epoch) as bar, contextlib.closing(live):
+    with _Progress(progress and main, cfg, start_epoch) as bar, contextlib.closing(live):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             carry, m = epoch_fn(carry)
@@ -193,62 +199,20 @@ def train_teacher(
             # Checkpoint first: a kill between the two writes loses only a metrics line, which
             # the resume rewrites from the checkpoint's epoch.
             if not rows or _eval_rank(row) > max(map(_eval_rank, rows)):
-                params_only = ts.replace(actor_opt=None, critic_opt=None, alpha_opt=None)
-                _save(run_dir, Carry(train=params_only, replay=None, env_state=None, episode=None,
-                                     key=None), cfg, epoch + 1, name="best.npz")
-            _save(run_dir, carry, cfg, epoch + 1)
-            append_jsonl(run_dir / "metrics.jsonl", row)
-            append_jsonl(run_dir / "timing.jsonl", timing)
+                writer.save_best(carry, epoch + 1)
+            t_save = time.perf_counter()
+            writer.save(carry, shardings, epoch + 1, replay_due(cfg, epoch + 1, run_dir))
+            timing["checkpoint_seconds"] = time.perf_counter() - t_save
+            writer.append(row, timing)
             live.log({**row, **{k: v for k, v in timing.items() if k != "epoch"}},
                      step=row["env_steps"])
             rows.append(row)
             bar.update({**row, **timing})
             if on_epoch is not None:
                 on_epoch({**row, **timing})
-    plot_learning_curve(run_dir)
+    if main:
+        plot_learning_curve(run_dir)
     return TrainResult(run_dir=run_dir, metrics=rows)
-
-
-def _check_rows(path: Path, start_epoch: int) -> None:
-    """Refuse to resume over a metrics file that lost more than a kill can lose.
-
-    A kill between a checkpoint and its metrics line loses that one line; fewer rows than
-    that (or rows out of order) mean the file was damaged, and rewriting it from what is left
-    would destroy the rest for good.
-    """
-    epochs = [r.get("epoch") for r in read_jsonl(path)]
-    kept = [e for e in epochs if not (isinstance(e, int) and e >= start_epoch)]
-    if len(kept) < start_epoch - 1 or kept != list(range(len(kept))):
-        raise CrlDistillError(f"{path}: damaged (rows for epochs {kept[:8]} but the checkpoint "
-                              f"is at epoch {start_epoch}); restore it or start a new run")
-
-
-def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
-    rows = [r for r in read_jsonl(path) if r.get("epoch", before_epoch) < before_epoch]
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-    atomic_write(path, lambda f: f.write(text), binary=False)
-    return rows
-
-
-def _save(run_dir: Path, carry: Carry, cfg: TeacherConfig, epoch: int, name: str | None = None) -> None:
-    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "env": cfg.env,
-            "teacher": cfg.to_dict(), "crl_distill": __version__}
-    save_pytree(run_dir / "checkpoints" / (name or f"epoch-{epoch:06d}.npz"), carry, meta)
-    for old in _checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
-        old.unlink(missing_ok=True)
-
-
-def _load_latest(run_dir: Path, template: Any, shardings: Any) -> tuple[Carry, int]:
-    """The newest checkpoint that reads cleanly (a damaged newest one falls back to the older)."""
-    errors = []
-    for path in reversed(_checkpoints(run_dir)):
-        try:
-            carry, meta = load_pytree(path, template, CHECKPOINT_FORMAT)
-        except CrlDistillError as e:
-            errors.append(str(e))
-            continue
-        return jax.device_put(carry, shardings), int(meta["epoch"])
-    raise CrlDistillError(f"{run_dir}: no readable checkpoint ({'; '.join(errors) or 'none found'})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,19 +263,6 @@ class Teacher:
     @property
     def param_counts(self) -> dict[str, int]:
         return teacher_param_counts(self.config, self.env)
-
-
-def find_teacher_checkpoint(path: str | Path) -> Path:
-    """A run directory's newest checkpoint, or the file itself."""
-    p = Path(path)
-    if p.is_dir():
-        ckpts = _checkpoints(p)
-        if not ckpts:
-            raise CrlDistillError(f"{p}: not a teacher run directory (no checkpoints/epoch-*.npz)")
-        return ckpts[-1]
-    if not p.exists():
-        raise CrlDistillError(f"{p}: no such file or directory")
-    return p
 
 
 def load_teacher(path: str | Path) -> Teacher:
@@ -381,7 +332,7 @@ class _Progress:
 def plot_learning_curve(run_dir: str | Path) -> Path | None:
     """learning_curve.png: success and time at goal vs env steps, and the critic loss."""
     run_dir = Path(run_dir)
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir)
     if not rows:
         return None
     import matplotlib
@@ -397,11 +348,11 @@ def plot_learning_curve(run_dir: str | Path) -> Path | None:
     axes[1].set(title="time at goal (steps / episode)", xlabel="env steps")
     axes[2].plot(steps, [r["critic_loss"] for r in rows], marker="o", color="C3")
     axes[2].set(title="critic loss", xlabel="env steps")
-    cfg = json.loads((run_dir / "config.json").read_text())["teacher"]
+    cfg = read_run_info(run_dir)["teacher"]
     fig.suptitle(f"{cfg['env']}: actor depth {cfg['actor']['depth']}, critic depth "
                  f"{cfg['critic']['depth']}, width {cfg['critic']['width']}")
     fig.tight_layout()
-    out = run_dir / "learning_curve.png"
+    out = curve_path(run_dir)
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return out

@@ -242,6 +242,58 @@ def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_pat
     assert (out / "metrics.jsonl").read_bytes() == (full_out / "metrics.jsonl").read_bytes()
 
 
+def test_resume_without_a_stored_buffer_refills_it(tiny_run, tmp_path):
+    """Replay never saved: a kill after epoch 1 resumes with fresh envs and a random prefill
+    (counted in env_steps); the SGD steps and the epochs before the kill are unchanged. A
+    touched save-replay file has the next epoch save the buffer once."""
+    full_out, full = tiny_run
+    out = tmp_path / "sparse"
+    cfg = TeacherConfig(**{**TINY, "replay_checkpoint_every": 0})
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        if row["epoch"] == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_teacher(cfg, out, progress=False, on_epoch=kill)
+    assert not list((out / "checkpoints").glob("replay-*"))
+    (out / "save-replay").touch()
+    resumed = train_teacher(cfg, out, resume=True, progress=False)
+    prefill = TINY["prefill_steps"] * TINY["num_envs"]
+    assert resumed.metrics[0] == full.metrics[0]
+    assert [r["sgd_steps"] for r in resumed.metrics] == [r["sgd_steps"] for r in full.metrics]
+    assert [r["env_steps"] for r in resumed.metrics[1:]] == [
+        r["env_steps"] + prefill for r in full.metrics[1:]]
+    assert [p.name for p in (out / "checkpoints").glob("replay-*")] == ["replay-000002-p0of1.npz"]
+    assert not (out / "save-replay").exists()
+
+
+def test_replay_schedule_every_nth_epoch_and_the_last(tmp_path):
+    from crl_distill.teacher.run_dir import replay_due
+
+    cfg = TeacherConfig(**{**TINY, "epochs": 7, "replay_checkpoint_every": 3})
+    assert [e for e in range(1, 8) if replay_due(cfg, e, tmp_path)] == [3, 6, 7]
+    never = TeacherConfig(**{**TINY, "epochs": 7, "replay_checkpoint_every": 0})
+    assert [e for e in range(1, 8) if replay_due(never, e, tmp_path)] == []
+    (tmp_path / "save-replay").touch()
+    assert replay_due(never, 2, tmp_path)
+
+
+def test_run_complete_compares_the_stored_config(tiny_run, tmp_path):
+    from crl_distill.teacher.run_dir import run_complete
+
+    out, _ = tiny_run
+    assert run_complete(out, TeacherConfig(**TINY))
+    # The replay schedule changes what is saved, not what is trained.
+    assert run_complete(out, TeacherConfig(**{**TINY, "replay_checkpoint_every": 5}))
+    with pytest.raises(CrlDistillError, match=r"epochs=3 \(requested 4\)"):
+        run_complete(out, TeacherConfig(**{**TINY, "epochs": 4}))
+    assert not run_complete(tmp_path, TeacherConfig(**TINY))
+
+
 def test_refuses_to_overwrite_a_run(tiny_run):
     out, _ = tiny_run
     with pytest.raises(CrlDistillError, match="already exists"):
