@@ -32,6 +32,7 @@ from crl_distill.student.model import (
     save_student,
 )
 from crl_distill.teacher.networks import deterministic_policy, param_count
+from crl_distill.teacher.run_dir import run_of
 from crl_distill.teacher.train import Teacher, load_teacher
 from crl_distill.timing import percentiles_us, time_calls
 
@@ -83,8 +84,7 @@ def default_out_dir(teacher: Teacher) -> Path:
     src = teacher.source
     if src.suffix == ".pkl":
         return src.parent / f"{src.stem}-students"
-    run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
-    return run_dir / "students"
+    return run_of(src) / "students"
 
 
 def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:

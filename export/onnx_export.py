@@ -35,6 +35,7 @@ from crl_distill.evaluation import episode_keys, rollout_host, rollout_jax
 from crl_distill.export import c_export, exported
 from crl_distill.fileio import atomic_write_bytes, provenance
 from crl_distill.runtime import METADATA_PREFIX
+from crl_distill.teacher.run_dir import checkpoint_dir, run_of
 
 POLICY_FORMAT = "crl-distill-policy"
 BATCH_SIZES = (1, 2, 7, 64)
@@ -165,7 +166,7 @@ def _resolve(p: Path, student: str | None, traceable: bool, act_samples: int) ->
     if p.is_dir():
         if student_set.is_student_set(p):
             return _student_exportable(student_set.pick(p, student))
-        if (p / "checkpoints").is_dir():
+        if checkpoint_dir(p).is_dir():
             return teacher_exportable(load_teacher(p), traceable, act_samples)
         raise CrlDistillError(f"{p}: neither a student directory nor a teacher run directory")
     if not p.exists():
@@ -406,7 +407,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
             raise CrlDistillError("C export is for students (plain MLPs); export the teacher as "
                                   "ONNX, or distill it first")
         c_export.find_cc(cc)  # fail before tracing when there is no compiler
-    src_dir = ex.source.parent.parent if ex.source.parent.name == "checkpoints" else ex.source.parent
+    src_dir = run_of(ex.source)
     out = Path(out) if out is not None else exported.default_file(src_dir, ex.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")

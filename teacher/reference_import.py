@@ -228,11 +228,10 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
     """Convert a reference .pkl into a crl-distill teacher run directory at `out`."""
     import jax
 
-    from crl_distill.checkpoint import save_pytree
     from crl_distill.envs import make
-    from crl_distill.fileio import atomic_write_json
     from crl_distill.teacher.crl import CRL, Carry, TeacherConfig
-    from crl_distill.teacher.train import CHECKPOINT_FORMAT, package_versions
+    from crl_distill.teacher.run_dir import write_imported
+    from crl_distill.teacher.train import package_versions
 
     require_choice("format", fmt, FORMATS)
     target_env = make(env)
@@ -290,15 +289,10 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
                            if isinstance(alpha, dict) else 0.0, np.float32)
     ts = jax.tree_util.tree_map(lambda _: None, want).replace(
         actor=params["actor"], critic=params["critic"], log_alpha=log_alpha)
-    run = Path(out)
-    if run.exists() and any(run.iterdir()):
-        raise CrlDistillError(f"{run} already exists and is not empty")
-    atomic_write_json(run / "config.json", {
-        "teacher": cfg.to_dict(), "env": target_env.describe(), "versions": package_versions(),
-        "imported_from": {"path": str(Path(path).resolve()), "format": fmt,
-                          "skip_connections": skip_connections, "activation": activation}})
-    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": 0, "env": env,
-            "teacher": cfg.to_dict(), "imported_from": str(path), "reference_format": fmt}
-    save_pytree(run / "checkpoints" / "epoch-000000.npz",
-                Carry(train=ts, replay=None, env_state=None, episode=None, key=None), meta)
-    return run
+    return write_imported(
+        Path(out),
+        {"teacher": cfg.to_dict(), "env": target_env.describe(), "versions": package_versions(),
+         "imported_from": {"path": str(Path(path).resolve()), "format": fmt,
+                           "skip_connections": skip_connections, "activation": activation}},
+        Carry(train=ts, replay=None, env_state=None, episode=None, key=None), cfg,
+        imported_from=str(path), reference_format=fmt)

@@ -43,12 +43,13 @@ REPLAY_FORMAT = "crl-distill-teacher-replay"
 KEEP_CHECKPOINTS = 2
 CONFIG, METRICS, TIMING, CURVE = "config.json", "metrics.jsonl", "timing.jsonl", "learning_curve.png"
 BEST = "best.npz"
+CHECKPOINTS = "checkpoints"
 REPLAY_REQUEST = "save-replay"
 _REPLAY_RE = re.compile(r"replay-(\d{6})-p(\d+)of(\d+)\.npz")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
 
 
 def curve_path(run_dir: Path) -> Path:
@@ -57,6 +58,28 @@ def curve_path(run_dir: Path) -> Path:
 
 def is_run_dir(run_dir: Path) -> bool:
     return (Path(run_dir) / CONFIG).is_file()
+
+
+def run_of(path: Path) -> Path:
+    """The run directory a checkpoint file belongs to; any other file's directory; a
+    directory itself."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+
+
+def write_imported(run_dir: Path, info: dict[str, Any], state: Carry, cfg: TeacherConfig,
+                   **meta: Any) -> Path:
+    """A run directory holding converted parameters only (`reference_import`): config.json
+    with `info` and one epoch-0 checkpoint of `state`, whose header also records `meta`."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CrlDistillError(f"{run_dir} already exists and is not empty")
+    atomic_write_json(run_dir / CONFIG, info)
+    save_pytree(checkpoint_dir(run_dir) / "epoch-000000.npz", state,
+                {**_meta(cfg, 0), **meta})
+    return run_dir
 
 
 def epoch_checkpoints(run_dir: Path) -> list[Path]:
