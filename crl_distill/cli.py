@@ -20,6 +20,8 @@ from crl_distill.distill.config import field_help as _dh
 from crl_distill.distributed import DEFAULT_TIMEOUT_S
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.loggers import DEFAULT_LOGGER
+from crl_distill.teacher.config import PAPER as _TD
+from crl_distill.teacher.config import preset_help as _ph
 
 app = typer.Typer(
     add_completion=False,
@@ -106,44 +108,56 @@ def _live(logger: str, project: str | None, name: str | None) -> dict[str, Any]:
 
 @app.command()
 def teacher(
-    env: Annotated[str, typer.Option(help="Environment name (see `crl-distill envs`).")] = "pointmaze_u",
+    env: Annotated[str, typer.Option(help="Environment name (see `crl-distill envs`).")] = _TD.env,
     depth: Annotated[int, typer.Option(help="Dense layers in residual blocks (multiple of 4), "
-                                       "actor and critic.")] = 4,
+                                       "actor and critic.")] = _TD.actor.depth,
     actor_depth: Annotated[int | None, typer.Option(help="Override the actor's depth.")] = None,
     critic_depth: Annotated[int | None, typer.Option(help="Override phi/psi depth.")] = None,
-    width: Annotated[int | None, typer.Option(help="Hidden width [preset: 256].")] = None,
+    width: Annotated[int | None, typer.Option(help=f"Hidden width [{_TD.actor.width}].")] = None,
     total_env_steps: Annotated[int | None, typer.Option(
         help="Env steps to train for (sets --epochs).")] = None,
-    num_envs: Annotated[int | None, typer.Option(help="Parallel envs [CPU 64, GPU 512].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="SGD batch [256].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (eval + checkpoint after each).")] = None,
-    unroll_length: Annotated[int | None, typer.Option(help="Env steps per env per iteration.")] = None,
-    updates_per_iter: Annotated[int | None, typer.Option(help="SGD steps per iteration.")] = None,
-    iters_per_epoch: Annotated[int | None, typer.Option(help="Iterations per epoch.")] = None,
-    num_eval_envs: Annotated[int | None, typer.Option(help="Evaluation episodes per epoch.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    num_envs: Annotated[int | None, typer.Option(help="Parallel envs " + _ph("num_envs") + ".")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"SGD batch [{_TD.batch_size}].")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Epochs (eval + checkpoint after each) " + _ph("epochs") + ".")] = None,
+    unroll_length: Annotated[int | None, typer.Option(
+        help="Env steps per env per iteration " + _ph("unroll_length") + ".")] = None,
+    updates_per_iter: Annotated[int | None, typer.Option(
+        help="SGD steps per iteration " + _ph("updates_per_iter") + ".")] = None,
+    iters_per_epoch: Annotated[int | None, typer.Option(
+        help="Iterations per epoch " + _ph("iters_per_epoch") + ".")] = None,
+    num_eval_envs: Annotated[int | None, typer.Option(
+        help="Evaluation episodes per epoch " + _ph("num_eval_envs") + ".")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        "--lr", help=f"Adam learning rate [{_TD.learning_rate:g}].")] = None,
     act_samples: Annotated[int | None, typer.Option(
-        help="Collect data acting with the critic: best of K actor samples [1].")] = None,
+        help=f"Collect data acting with the critic: best of K actor samples "
+             f"[{_TD.act_samples}].")] = None,
     alpha_lr: Annotated[float | None, typer.Option(
-        help="Adam learning rate of log(alpha), the entropy weight [CPU 3e-3, GPU 3e-4].")] = None,
-    energy: Annotated[str, typer.Option(help="Critic energy: l2 | dot | cosine.")] = "l2",
+        help="Adam learning rate of log(alpha), the entropy weight "
+             + _ph("alpha_learning_rate") + ".")] = None,
+    energy: Annotated[str, typer.Option(help="Critic energy: l2 | dot | cosine.")] = _TD.energy,
     contrastive_loss: Annotated[str, typer.Option(
-        help="InfoNCE direction: forward | backward | symmetric.")] = "forward",
-    logsumexp_penalty: Annotated[float, typer.Option(help="Weight of mean(logsumexp^2).")] = 0.1,
+        help="InfoNCE direction: forward | backward | symmetric.")] = _TD.contrastive_loss,
+    logsumexp_penalty: Annotated[float, typer.Option(
+        help="Weight of mean(logsumexp^2).")] = _TD.logsumexp_penalty,
     layer_norm: Annotated[bool, typer.Option("--layer-norm/--no-layer-norm",
-                                             help="LayerNorm after each Dense (ablation).")] = True,
+                                             help="LayerNorm after each Dense (ablation).")
+                  ] = _TD.actor.layer_norm,
     residual: Annotated[bool, typer.Option("--residual/--no-residual",
-                                           help="Skip around each block of 4 (ablation).")] = True,
-    activation: Annotated[str, typer.Option(help="swish | relu (ablation).")] = "swish",
+                                           help="Skip around each block of 4 (ablation).")
+                ] = _TD.actor.residual,
+    activation: Annotated[str, typer.Option(help="swish | relu (ablation).")] = _TD.actor.activation,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 compute (GPU speed/memory).")] = False,
     remat: Annotated[bool, typer.Option("--remat", help="Rematerialise blocks (less memory).")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = _TD.seed,
     out: Annotated[Path | None, typer.Option(help="Run directory [runs/<env>-<time>].")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a killed run from its last checkpoint (its saved config is used).")] = None,
     replay_checkpoint_every: Annotated[int | None, typer.Option(
         help="Save the replay buffer with every Nth epoch's checkpoint and the last (`touch "
-        "RUN/save-replay` asks for the next); 0 = only when asked [CPU 1, GPU 10].")] = None,
+        "RUN/save-replay` asks for the next); 0 = only when asked "
+        + _ph("replay_checkpoint_every") + ".")] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run (jax.distributed): one process per "
         "host, or `python -m crl_distill.launch -n N -- ...` locally.")] = False,

@@ -12,9 +12,18 @@ import math
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.teacher.crl import TeacherConfig, preset
-from crl_distill.teacher.networks import NetConfig
-from crl_distill.teacher.train import Teacher, load_teacher, train_teacher
+from crl_distill.teacher.config import NetConfig, TeacherConfig, preset
+
+_LAZY = ("Teacher", "load_teacher", "train_teacher")
+
+
+def __getattr__(name: str) -> Any:
+    # The configs import without JAX (the CLI reads their defaults); training loads on use.
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from crl_distill.teacher import train
+
+    return getattr(train, name)
 
 
 def configure(
@@ -44,8 +53,7 @@ def configure(
 
         platform = "cpu" if jax.default_backend() == "cpu" else "gpu"
     base = preset(platform)
-    width = width or base.pop("width")
-    base.pop("width", None)
+    width = width or NetConfig().width
     base.update({k: v for k, v in overrides.items() if v is not None})
 
     def net(d: int | None) -> NetConfig:

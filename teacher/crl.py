@@ -14,10 +14,7 @@ inside a single jitted `lax.scan`, so the host syncs once per epoch.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import flax.linen as nn
@@ -29,109 +26,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
-from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.teacher.config import (  # noqa: F401  (re-exported)
+    CONTRASTIVE_LOSSES,
+    ENERGIES,
+    TeacherConfig,
+    preset,
+)
 from crl_distill.teacher.networks import NetConfig, ResidualMLP, deterministic_policy, squash_log_std
-
-ENERGIES = ("l2", "dot", "cosine")
-CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")
-
-
-# ----------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Every setting of a teacher run; saved as config.json and checked on resume."""
-
-    env: str = "pointmaze_u"
-    actor: NetConfig = field(default_factory=NetConfig)
-    critic: NetConfig = field(default_factory=NetConfig)
-    repr_dim: int = 64
-    energy: str = "l2"
-    contrastive_loss: str = "forward"
-    logsumexp_penalty: float = 0.1
-    discount: float = 0.99
-    target_entropy_scale: float = 0.5
-    learning_rate: float = 3e-4
-    #: Adam step size of log(alpha), the entropy weight (the paper's code: a separate setting).
-    #: alpha starts at 1 and Adam moves log(alpha) by about this much per SGD step, so the
-    #: policy stays near-random for ~log(1/alpha_needed) / alpha_learning_rate SGD steps.
-    alpha_learning_rate: float = 3e-4
-    num_envs: int = 512
-    unroll_length: int = 62
-    batch_size: int = 256
-    updates_per_iter: int = 800
-    iters_per_epoch: int = 32
-    epochs: int = 50
-    replay_capacity: int = 10_000
-    prefill_steps: int = 1_000
-    num_eval_envs: int = 256
-    #: data collection acts with the critic: the best of this many actor samples under f
-    #: (1 = the plain stochastic actor, the paper's default)
-    act_samples: int = 1
-    seed: int = 0
-    #: save the replay buffer (and env states) with every Nth epoch's checkpoint and the last;
-    #: 0 = only when asked (touch RUN/save-replay).
-    #: Parameters and optimiser states are saved every epoch. A resume without a stored buffer
-    #: refills it by random prefill (README, "Checkpoints and resume").
-    replay_checkpoint_every: int = 1
-
-    def __post_init__(self) -> None:
-        require_choice("energy", self.energy, ENERGIES)
-        require_choice("contrastive loss", self.contrastive_loss, CONTRASTIVE_LOSSES)
-        for name in ("num_envs", "unroll_length", "batch_size", "updates_per_iter",
-                     "iters_per_epoch", "epochs", "num_eval_envs", "repr_dim", "act_samples"):
-            if getattr(self, name) < 1:
-                raise CrlDistillError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.replay_checkpoint_every < 0:
-            raise CrlDistillError(f"replay_checkpoint_every must be >= 0, got "
-                                  f"{self.replay_checkpoint_every}")
-        if self.replay_capacity < 2 * self.unroll_length:
-            raise CrlDistillError("replay_capacity must hold at least two unrolls per env")
-        if not 0.0 < self.discount < 1.0:
-            raise CrlDistillError(f"discount must be in (0, 1), got {self.discount}")
-        for name in ("learning_rate", "alpha_learning_rate"):
-            lr = getattr(self, name)
-            if not math.isfinite(lr) or lr <= 0:
-                raise CrlDistillError(f"{name.replace('_', ' ')} must be a positive number, got {lr}")
-
-    @property
-    def env_steps_per_iter(self) -> int:
-        return self.num_envs * self.unroll_length
-
-    @property
-    def env_steps_per_epoch(self) -> int:
-        return self.env_steps_per_iter * self.iters_per_epoch
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TeacherConfig:
-        d = dict(d)
-        d["actor"] = NetConfig(**d["actor"])
-        d["critic"] = NetConfig(**d["critic"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise CrlDistillError(f"unknown teacher config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
-def preset(platform: str) -> dict[str, Any]:
-    """Defaults that fit the machine: the paper's on GPU, a minutes-long run on CPU."""
-    if platform == "cpu":
-        # alpha_learning_rate: a CPU run does ~20x fewer SGD steps in its wall-clock budget, and
-        # with the paper's 3e-4 the policy stays near-random for ~10k of them (reacher: entropy
-        # at its target by 0.27 M env steps, against not yet after 1.3 M; docs/results.md).
-        return dict(num_envs=64, unroll_length=50, batch_size=256, updates_per_iter=40,
-                    iters_per_epoch=10, epochs=15, replay_capacity=2_000, prefill_steps=200,
-                    num_eval_envs=128, width=256, alpha_learning_rate=3e-3)
-    return dict(num_envs=512, unroll_length=62, batch_size=256, updates_per_iter=800,
-                iters_per_epoch=32, epochs=50, replay_capacity=10_000, prefill_steps=1_000,
-                num_eval_envs=256, width=256, alpha_learning_rate=3e-4,
-                # the buffer is ~0.8 GB (ant) to ~5 GB (humanoid) here: benchmarks/checkpoint_size.py
-                replay_checkpoint_every=10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,16 +10,13 @@ time) is the same size at depth 4 and depth 1000.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crl_distill.errors import CrlDistillError, require_choice
-
-LAYERS_PER_BLOCK = 4
+from crl_distill.teacher.config import LAYERS_PER_BLOCK, NetConfig  # noqa: F401  (re-exported)
 
 ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -34,44 +31,6 @@ def deterministic_policy(head: nn.Module, params: Any) -> Callable[[jax.Array], 
 def squash_log_std(raw: jax.Array) -> jax.Array:
     """Map a raw policy head into [LOG_STD_MIN, LOG_STD_MAX] with tanh (teacher and students)."""
     return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """Architecture of one residual MLP.
-
-    depth:      Dense layers inside residual blocks; a multiple of `layers_per_block`
-                (0 = input and output only).
-    width:      hidden width.
-    layer_norm: LayerNorm after every hidden Dense (paper ablation: off).
-    residual:   skip connection around every block of 4 (paper ablation: off).
-    activation: "swish" (paper) or "relu" (ablation).
-    dtype:      compute dtype, "float32" or "bfloat16"; parameters always stay float32.
-    remat:      rematerialise each block in the backward pass (less memory, ~1/3 more compute).
-    layers_per_block: Dense layers between skips; the paper uses 4 (other values exist only to
-                load JaxGCRL networks with another skip frequency).
-    """
-
-    depth: int = 4
-    width: int = 256
-    layer_norm: bool = True
-    residual: bool = True
-    activation: str = "swish"
-    dtype: str = "float32"
-    remat: bool = False
-    layers_per_block: int = LAYERS_PER_BLOCK
-
-    def __post_init__(self) -> None:
-        if self.layers_per_block < 1:
-            raise CrlDistillError(f"layers_per_block must be >= 1, got {self.layers_per_block}")
-        if self.depth < 0 or self.depth % self.layers_per_block:
-            raise CrlDistillError(f"depth must be a non-negative multiple of "
-                                  f"{self.layers_per_block}, got {self.depth}")
-        if self.width < 1:
-            raise CrlDistillError(f"width must be positive, got {self.width}")
-        require_choice("activation", self.activation, sorted(ACTIVATIONS))
-        if self.dtype not in ("float32", "bfloat16"):
-            raise CrlDistillError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 
 
 def _dense(features: int, dtype: Any, name: str | None = None, scale: float = 1 / 3) -> nn.Dense:
