@@ -155,11 +155,12 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
         student_onnx, student = res.path, res.exportable
     if teacher_source is None:
         from crl_distill.runtime import read_metadata
+        from crl_distill.teacher.run_dir import checkpoint_dir
 
         # RUN/students/ (distill's default) or OUT/teacher/ beside OUT/students/ (the pipeline).
         sdir = student.source.parent if student is not None else src.parent
         teacher_source = _local_source(read_metadata(student_onnx), "teacher_source", [
-            sdir.parent / "checkpoints", sdir.parent / "teacher" / "checkpoints", sdir.parent])
+            checkpoint_dir(sdir.parent), checkpoint_dir(sdir.parent / "teacher"), sdir.parent])
     teacher = load_teacher(teacher_source) if teacher_source is not None else None
     return measure_latency(student_onnx, student, teacher, deep_depth=deep_depth,
                            onnx_deep=onnx_deep, work_dir=work, budget_s=budget_s, log=log)
