@@ -42,6 +42,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; one line naming the file (and `what` it should be) when it is
+    missing, not UTF-8, not JSON, or JSON of another shape."""
+    try:
+        obj = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise CrlDistillError(f"{path}: no {what}") from None
+    except ValueError:  # not JSON, or not UTF-8
+        raise CrlDistillError(f"{path}: corrupt {what}") from None
+    if not isinstance(obj, dict):
+        raise CrlDistillError(f"{path}: corrupt {what}")
+    return obj
+
+
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line; a line is written with a single write() call so kills cut whole lines."""
     line = json.dumps(obj, sort_keys=True, default=_json_default) + "\n"

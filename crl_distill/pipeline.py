@@ -26,13 +26,6 @@ class PipelineResult:
     summary: dict
 
 
-def _teacher_complete(run: Path, want: Any) -> bool:
-    """The run finished with exactly the requested config; one clear error if it holds another."""
-    from crl_distill.teacher.run_dir import run_complete
-
-    return run_complete(run, want)
-
-
 def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth: int = 4,
                  students: str = "2x64,2x256", teacher_overrides: dict | None = None,
                  distill_overrides: dict | None = None, episodes: int = 256,
@@ -55,7 +48,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     from crl_distill.export import export, exported, resolve
     from crl_distill.export.latency import measure_latency
     from crl_distill.teacher import configure, load_teacher, train_teacher
-    from crl_distill.teacher.run_dir import is_run_dir, read_metrics
+    from crl_distill.teacher.run_dir import is_run_dir, read_metrics, run_complete
 
     out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
@@ -66,7 +59,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     t0 = time.perf_counter()
     run = out / "teacher"
     cfg = configure(env, depth=depth, seed=seed, **(teacher_overrides or {}))
-    if _teacher_complete(run, cfg):
+    if run_complete(run, cfg):
         say(f"teacher: complete in {run}, skipped")
         curve = read_metrics(run)
     else:

@@ -12,12 +12,11 @@ that keeps >= `RETAIN` of the teacher's success, else the one that keeps the mos
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write_json
+from crl_distill.fileio import atomic_write_json, read_json_object
 
 CONFIG = "config.json"
 REPORT = "distill_report.json"
@@ -76,16 +75,11 @@ def write_report(set_dir: Path, report: dict[str, Any]) -> Path:
 def read_report(set_dir: Path) -> dict[str, Any]:
     """The distill report, or one line naming the file when it is damaged."""
     path = report_file(set_dir)
-    try:
-        report = json.loads(path.read_bytes())
-        rows = report["students"]
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(
-                r.get("name"), str) for r in rows):
-            raise TypeError
-    except FileNotFoundError:
-        raise CrlDistillError(f"{path}: no distill report") from None
-    except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
-        raise CrlDistillError(f"{path}: corrupt distill report") from None
+    report = read_json_object(path, "distill report")
+    rows = report.get("students")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(
+            r.get("name"), str) for r in rows):
+        raise CrlDistillError(f"{path}: corrupt distill report")
     return report
 
 

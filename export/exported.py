@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write_json
+from crl_distill.fileio import atomic_write_json, read_json_object
 
 REPORT = "export_report.json"
 
@@ -39,16 +38,7 @@ def write_report(onnx_path: Path, report: dict[str, Any]) -> Path:
 
 def read_report(onnx_path: Path) -> dict[str, Any]:
     """The export report beside `onnx_path`, or one line naming it when it is damaged."""
-    path = report_file(onnx_path)
-    try:
-        report = json.loads(path.read_bytes())
-        if not isinstance(report, dict):
-            raise TypeError
-    except FileNotFoundError:
-        raise CrlDistillError(f"{path}: no export report") from None
-    except (ValueError, TypeError):  # ValueError: not JSON, or not UTF-8
-        raise CrlDistillError(f"{path}: corrupt export report") from None
-    return report
+    return read_json_object(report_file(onnx_path), "export report")
 
 
 def current_report(onnx_path: Path, params_sha256: str) -> dict[str, Any] | None:

@@ -218,10 +218,8 @@ def test_loader_rejects_foreign_and_corrupt_files(tiny_run, tmp_path):
         load_teacher(tmp_path)
 
 
-def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_path):
-    """Kill after epoch 1 (an exception in the epoch hook), resume: same rows as one run."""
-    full_out, full = tiny_run
-    out = tmp_path / "killed"
+def _train_killed_after_first_epoch(cfg, out):
+    """Train into `out` and stop it by an exception in the epoch hook after epoch 0."""
 
     class Killed(Exception):
         pass
@@ -231,7 +229,15 @@ def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_pat
             raise Killed
 
     with pytest.raises(Killed):
-        train_teacher(TeacherConfig(**TINY), out, progress=False, on_epoch=kill)
+        train_teacher(cfg, out, progress=False, on_epoch=kill)
+
+
+def test_resume_after_kill_continues_and_matches_uninterrupted(tiny_run, tmp_path):
+    """Kill after epoch 1 (an exception in the epoch hook), resume: same rows as one run."""
+    full_out, full = tiny_run
+    out = tmp_path / "killed"
+
+    _train_killed_after_first_epoch(TeacherConfig(**TINY), out)
     assert len(list((out / "checkpoints").glob("epoch-*.npz"))) == 1
     resumed = train_teacher(TeacherConfig(**{**TINY, "epochs": 99}), out, resume=True,
                             progress=False)
@@ -250,15 +256,7 @@ def test_resume_without_a_stored_buffer_refills_it(tiny_run, tmp_path):
     out = tmp_path / "sparse"
     cfg = TeacherConfig(**{**TINY, "replay_checkpoint_every": 0})
 
-    class Killed(Exception):
-        pass
-
-    def kill(row):
-        if row["epoch"] == 0:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_teacher(cfg, out, progress=False, on_epoch=kill)
+    _train_killed_after_first_epoch(cfg, out)
     assert not list((out / "checkpoints").glob("replay-*"))
     (out / "save-replay").touch()
     resumed = train_teacher(cfg, out, resume=True, progress=False)
