@@ -468,7 +468,8 @@ def pipeline(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     act_samples: Annotated[int, typer.Option(
         help="Compare the actor with the best of K actor samples under the critic; students "
-             "imitate the better [1: the actor, no comparison].")] = 16,
+             "imitate the critic's choice only if it is no worse in success and time at goal "
+             "and better in one [1: the actor, no comparison].")] = 16,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,

@@ -8,7 +8,7 @@ nothing here is configured in code per simulator. The observation is computed as
 computes it, and early termination follows the same torso-height rule.
 
     sim = NativeSim(spec, num_envs=128)        # spec: OnnxPolicy(...).metadata["native"]
-    sim.set_state(q, qd); goal = ...
+    goal = sim.reset(rng)                      # or sim.set_state(q, qd) and your own goal
     for _ in range(episode_length):
         sim.step(policy.act(np.concatenate([sim.state(), goal], 1)))
 """
@@ -50,6 +50,46 @@ OBSERVERS: dict[str, Callable[[mujoco.MjModel], Callable[[mujoco.MjData], np.nda
 }
 
 
+Starts = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def _init_qpos(model: mujoco.MjModel) -> np.ndarray:
+    """The pose resets jitter: the model's custom numeric `init_qpos` where it has one (brax reads
+    it; the ant's stands on bent legs at 0.55 m), else MuJoCo's qpos0."""
+    try:
+        init = np.asarray(model.numeric("init_qpos").data, np.float64)
+    except KeyError:
+        return model.qpos0.copy()
+    return init if init.shape == (model.nq,) else model.qpos0.copy()
+
+
+def _reacher_starts(model: mujoco.MjModel, rng: np.random.Generator, n: int,
+                    p: dict[str, Any]) -> Starts:
+    """Arm joints and velocities jittered, the target (two slide joints) on a disc; the goal is
+    where the target body lands, read after the state is set."""
+    q = _init_qpos(model) + rng.uniform(-p["q_noise"], p["q_noise"], (n, model.nq))
+    qd = rng.uniform(-p["qd_noise"], p["qd_noise"], (n, model.nv))
+    r, a = p["target_radius"] * rng.uniform(size=n), 2 * np.pi * rng.uniform(size=n)
+    q[:, 2:4] = np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    qd[:, 2:] = 0.0
+    return q, qd, None
+
+
+def _ant_starts(model: mujoco.MjModel, rng: np.random.Generator, n: int,
+                p: dict[str, Any]) -> Starts:
+    """Every joint jittered (torso quaternion renormalised), velocities Gaussian; the goal a
+    point `goal_dist` from the origin in a uniform direction."""
+    q = _init_qpos(model) + rng.uniform(-p["q_noise"], p["q_noise"], (n, model.nq))
+    q[:, 3:7] /= np.linalg.norm(q[:, 3:7], axis=1, keepdims=True)
+    qd = p["qd_std"] * rng.standard_normal((n, model.nv))
+    a = 2 * np.pi * rng.uniform(size=n)
+    return q, qd, p["goal_dist"] * np.stack([np.cos(a), np.sin(a)], 1)
+
+
+#: env start rules by the name an env's `native_starts()` gives; each mirrors that env's reset
+START_RULES: dict[str, Callable[..., Starts]] = {"reacher": _reacher_starts, "ant": _ant_starts}
+
+
 class NativeSim:
     """`num_envs` copies of one robot, stepped together.
 
@@ -74,6 +114,7 @@ class NativeSim:
         self.frame_skip = int(skip[0])
         self.control_period = self.frame_skip * float(self.model.opt.timestep)
         self.healthy_z_range = spec.get("healthy_z_range")
+        self.starts = spec.get("starts")
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         self._observe = observer(self.model)
 
@@ -91,6 +132,25 @@ class NativeSim:
             mujoco.mj_resetData(self.model, data)
             data.qpos[:], data.qvel[:] = qi, qdi
             mujoco.mj_forward(self.model, data)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw a start and goal per env from the env's own distribution (the model's `starts`)
+        and set the starts. Returns the goals [E, goal_size] float32."""
+        starts = self.starts
+        if not isinstance(starts, dict) or starts.get("rule") not in START_RULES:
+            raise CrlDistillError(f"the native model for {self.env!r} describes no start "
+                                  f"distribution (files exported before it was recorded: export "
+                                  f"again; maze envs: none is provided)")
+        try:
+            q, qd, goal = START_RULES[starts["rule"]](self.model, rng, self.num_envs, starts)
+            body = None if goal is not None else self.model.body(starts["goal_body"]).id
+        except (KeyError, TypeError, ValueError) as e:
+            raise CrlDistillError(f"the native start distribution for {self.env!r} is unusable: "
+                                  f"{type(e).__name__} {e}") from None
+        self.set_state(q, qd)
+        if body is not None:
+            goal = np.stack([d.xpos[body] for d in self.datas])
+        return np.asarray(goal, np.float32)
 
     def step(self, action: np.ndarray) -> None:
         """action [E, A] in [-1, 1] (clipped, as the JAX env clips): one control period."""

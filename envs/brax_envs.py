@@ -252,7 +252,13 @@ class BraxGoalEnv(GoalEnv):
             return None
         return {"env": self.name, "mjcf": self.model_xml(), "frame_skip": self.n_frames,
                 "observer": self.native_observer, "backend": self.backend,
-                "healthy_z_range": list(getattr(self, "healthy_z_range", ())) or None}
+                "healthy_z_range": list(getattr(self, "healthy_z_range", ())) or None,
+                "starts": self.native_starts()}
+
+    def native_starts(self) -> dict[str, Any] | None:
+        """This env's start and goal distribution in numbers, for a controller that draws its own
+        episodes in native MuJoCo (`crl_distill.native.NativeSim.reset`); None: not described."""
+        return None
 
     @functools.cached_property
     def sys(self) -> Any:
@@ -362,6 +368,9 @@ class Reacher(BraxGoalEnv):
     spring_gear = (25.0, 25.0)  # as in the reference
     target_radius = 0.2
     native_observer = "reacher"
+    #: start: joint angles qpos0 + U(-q_noise, q_noise), velocities U(-qd_noise, qd_noise)
+    reset_q_noise = 0.1
+    reset_qd_noise = 0.005
     #: `reacher:backend=mjx` simulates with MuJoCo's own solver (and the asset's gears), the
     #: physics a native MuJoCo controller meets
     options = {"backend": str}
@@ -385,8 +394,9 @@ class Reacher(BraxGoalEnv):
     def _reset(self, key):
         k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
         sys = self.sys
-        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
-        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
+        qn, qdn = self.reset_q_noise, self.reset_qd_noise
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-qn, maxval=qn)
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-qdn, maxval=qdn)
         # Target on a random disc point of radius <= 0.2 (the target's two slide joints).
         r = self.target_radius * jax.random.uniform(k_r)
         ang = 2.0 * jnp.pi * jax.random.uniform(k_a)
@@ -395,6 +405,10 @@ class Reacher(BraxGoalEnv):
         ps = self._physics_init(q, qd)
         goal = ps.x.pos[self.link_index("target")]
         return ps, self._finite(self._observe(ps, None)), goal
+
+    def native_starts(self) -> dict[str, Any]:
+        return {"rule": "reacher", "q_noise": self.reset_q_noise, "qd_noise": self.reset_qd_noise,
+                "target_radius": self.target_radius, "goal_body": "target"}
 
 
 # ==========================================================================================
@@ -430,11 +444,17 @@ class Ant(_HealthyTorso, BraxGoalEnv):
     goal_dist = 10.0
     #: `ant:backend=mjx` simulates with MuJoCo's own solver, the physics native MuJoCo runs
     options = {"goal_dist": float, "backend": str}
+    #: start: qpos0 + U(-reset_noise, reset_noise) (unit torso quaternion), velocities
+    #: reset_noise * N(0, 1)
     reset_noise = 0.1
 
     @property
     def goal_distribution(self) -> str:
         return f"{self.goal_dist:g} m from the start in a uniform direction"
+
+    def native_starts(self) -> dict[str, Any] | None:
+        return {"rule": "ant", "q_noise": self.reset_noise, "qd_std": self.reset_noise,
+                "goal_dist": self.goal_dist}
 
     def check_options(self) -> None:
         super().check_options()
@@ -542,6 +562,9 @@ class AntMaze(_MazeMixin, Ant):
     def _edit_model(self, root):
         add_maze_walls(root, PAPER_LAYOUTS[self.maze], self.cell_size, self.wall_height,
                        self.wall_geoms, self.max_geom_pairs)  # fmt: skip
+
+    def native_starts(self) -> None:
+        return None  # maze cells, not the open-floor ant's rule
 
 
 # ==========================================================================================

@@ -1,4 +1,4 @@
-"""A fixed-rate controller that drives the native MuJoCo reacher with an exported policy.
+"""A fixed-rate controller that drives a native MuJoCo robot (reacher or ant) with an exported policy.
 
     python examples/robot_controller.py --policy policy.onnx [--episodes 16] [--steps N]
         [--no-realtime] [--seed 0]
@@ -6,52 +6,48 @@
 Uses only crl_distill.runtime (numpy + onnxruntime), crl_distill.native and the `mujoco`
 package: no JAX, no brax. The robot is the model the exported file carries (metadata `native`:
 the training env's own MJCF with its timestep, gears and frame skip), simulated by MuJoCo
-itself, so this is the sim-to-sim check a robot team runs before hardware. Goals and starts are
-drawn as the reacher env draws them. Printed per goal: reached or not and time at goal; then
-success_any and time at goal with 95% intervals (the metrics `crl-distill eval --sim mujoco`
-reports for the same file) and the loop's timing (inference time, period error p50/p99).
+itself, so this is the sim-to-sim check a robot team runs before hardware. Starts and goals are
+drawn from the distribution the file records for its env (the reacher's targets on a disc, the
+ant's goals `goal_dist` away), and an ant that falls (torso height out of range) ends its
+episode as in training. Printed per goal: reached or not and time at goal; then success_any and
+time at goal with 95% intervals (the metrics `crl-distill eval --sim mujoco` reports for the
+same file) and the loop's timing (inference time, period error p50/p99).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
+from crl_distill.errors import CrlDistillError
 from crl_distill.metrics import episode_metrics, summarize
 from crl_distill.native import NativeSim
 from crl_distill.runtime import OnnxPolicy, PolicyError
 
 
-def reacher_start(sim: NativeSim, rng: np.random.Generator) -> np.ndarray:
-    """The reacher env's start distribution: arm joints +-0.1 rad, velocities +-0.005, target
-    on a disc of radius 0.2 (its two slide joints). Returns the goal (target xyz)."""
-    data = sim.datas[0]
-    q = sim.model.qpos0.copy()
-    q[:2] += rng.uniform(-0.1, 0.1, 2)
-    r, a = 0.2 * rng.uniform(), 2 * np.pi * rng.uniform()
-    q[2:4] = [r * np.cos(a), r * np.sin(a)]
-    qd = np.zeros(sim.model.nv)
-    qd[:2] = rng.uniform(-0.005, 0.005, 2)
-    sim.set_state(q[None], qd[None])
-    return data.xpos[sim.model.body("target").id].astype(np.float32).copy()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--policy", required=True, help="exported reacher policy (.onnx)")
+    p.add_argument("--policy", required=True, help="exported policy (.onnx) for a robot with a "
+                   "native MuJoCo model (reacher, ant)")
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="control steps per goal [the episode]")
     p.add_argument("--no-realtime", action="store_true", help="run as fast as possible")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    policy = OnnxPolicy(args.policy)
-    spec = policy.metadata.get("native")
-    if not spec or spec.get("observer") != "reacher":
-        raise SystemExit(f"{args.policy} controls {policy.env!r}; this example drives the reacher")
-    sim = NativeSim(spec)
+    try:
+        policy = OnnxPolicy(args.policy)
+        spec = policy.metadata.get("native")
+        if not spec:
+            raise CrlDistillError(f"it controls {policy.env!r}, which has no native MuJoCo model")
+        sim = NativeSim(spec)
+        sim.reset(np.random.default_rng(0))  # fail now, not mid-run, if no starts are recorded
+    except CrlDistillError as e:
+        print(f"error: {args.policy}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     period = sim.control_period
     threshold = float(policy.metadata["success_threshold"])
     goal_idx = list(policy.metadata["goal_indices"])
@@ -59,8 +55,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     infer_us, period_err_us, rejected = [], [], 0
     success, dist = np.zeros((steps, args.episodes)), np.zeros((steps, args.episodes))
+    ended = np.zeros((steps, args.episodes))
     for ep in range(args.episodes):
-        goal = reacher_start(sim, rng)
+        goal = sim.reset(rng)[0]
         policy.reset()  # a student that stacks past observations starts a fresh history
         next_tick = time.perf_counter()
         last_tick = None
@@ -77,14 +74,20 @@ def main() -> None:
                 action, rejected = np.zeros(policy.action_size, np.float32), rejected + 1
             infer_us.append((time.perf_counter() - t0) * 1e6)
             sim.step(action[None])
-            dist[t, ep] = np.linalg.norm(sim.state()[0, goal_idx] - goal)
+            state = sim.state()
+            dist[t, ep] = np.linalg.norm(state[0, goal_idx] - goal)
             success[t, ep] = dist[t, ep] < threshold
+            ended[t, ep] = sim.terminated(state)[0]
+            if ended[t, ep]:  # fell: the episode is over, as in training and evaluation
+                dist[t:, ep] = dist[t, ep]
+                break
             if not args.no_realtime:
                 next_tick += period
                 time.sleep(max(0.0, next_tick - time.perf_counter()))
         print(f"goal {ep + 1}: {'reached' if success[:, ep].any() else 'missed '}  time at goal "
-              f"{int(success[:, ep].sum())}/{steps}  final distance {dist[-1, ep]:.3f} m")
-    m = summarize(episode_metrics(success, np.zeros_like(success), dist))
+              f"{int(success[:, ep].sum())}/{steps}  final distance {dist[-1, ep]:.3f} m"
+              + ("  (fell)" if ended[:, ep].any() else ""))
+    m = summarize(episode_metrics(success, ended, dist))
     pe = np.abs(np.asarray(period_err_us)) if period_err_us else np.zeros(1)
     print(f"success_any {m['success_any']:.3f} +- {m['success_any_ci95']:.3f}, time at goal "
           f"{m['time_at_goal']:.1f} +- {m['time_at_goal_ci95']:.1f} of {steps} over {args.episodes} "

@@ -74,6 +74,38 @@ def test_native_termination_follows_the_torso_rule():
     np.testing.assert_array_equal(sim.terminated(state), [True, False, True])
 
 
+@pytest.mark.parametrize("name", ["reacher", "ant:goal_dist=2"])
+def test_native_starts_follow_the_envs_own_reset(name):
+    """A controller drawing its own episodes in native MuJoCo meets the starts and goals the env
+    trains on: same bounds, and per-dimension means and spreads within sampling error."""
+    env, n = make(name), 1024
+    ref = jax.device_get(jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), n)))
+    sim = NativeSim(env.native_spec(), n)
+    goal = sim.reset(np.random.default_rng(0))
+    ours = np.concatenate([sim.state(), goal], 1)
+    theirs = np.concatenate([np.asarray(ref.obs)[:, : env.state_size], np.asarray(ref.goal)], 1)
+    assert ours.shape == theirs.shape
+    sd_ours, sd_theirs = ours.std(0), theirs.std(0)
+    spread = sd_theirs > 1e-6
+    np.testing.assert_array_less(sd_ours[~spread], 1e-5)
+    ratio = sd_ours[spread] / sd_theirs[spread]
+    assert np.all((ratio > 0.85) & (ratio < 1.15)), ratio
+    se = np.sqrt((sd_ours**2 + sd_theirs**2) / n) + 1e-7
+    assert np.all(np.abs(ours.mean(0) - theirs.mean(0)) < 5 * se)
+    if name.startswith("ant"):
+        np.testing.assert_allclose(np.linalg.norm(goal, axis=1), 2.0, rtol=1e-6)
+
+
+def test_a_model_without_a_start_distribution_cannot_draw_starts():
+    spec = make("ant_u_maze").native_spec()
+    assert spec["starts"] is None
+    with pytest.raises(CrlDistillError, match="describes no start distribution"):
+        NativeSim(spec).reset(np.random.default_rng(0))
+    bad = {**make("ant").native_spec(), "starts": {"rule": "ant", "q_noise": 0.1}}
+    with pytest.raises(CrlDistillError, match="unusable"):
+        NativeSim(bad).reset(np.random.default_rng(0))
+
+
 def _reacher_onnx(tmp, env):
     students = distill(fixed_teacher(env=env), students="1x16", out=tmp / "s", progress=False,
                        config=DistillConfig(iterations=1, num_envs=8, steps_per_iter=10,
