@@ -1,10 +1,11 @@
 """Acting with the critic, and students distilled from the critic's choices, side by side.
 
-    python benchmarks/critic_acting.py --teacher runs/pm-u [--ks 4,16,64] [--students 2x64]
-        [--label-samples 16] [--episodes 256] [--seed 0] [--out benchmarks/results/critic_acting.json]
+    python benchmarks/critic_acting.py --teacher runs/pm-u [--ks 4,16,64] [--uniform 16,64,256]
+        [--students 2x64] [--label-samples 16] [--episodes 256] [--seed 0] [--out benchmarks/results/critic_acting.json]
 
 On the same --episodes seeds: the teacher's deterministic actor (K = 1), the teacher acting
-with its critic (best of K fixed candidates, each K in --ks), and for each student size a
+with its critic (best of K fixed candidates, each K in --ks; with --uniform, candidates spread
+uniformly over the action box instead of around the actor), and for each student size a
 student distilled from the actor's labels and one distilled from the critic's choices
 (`--label critic`, same DAgger budget and seed). Prints success_any and time at goal with 95%
 intervals and writes the JSON and a PNG beside it.
@@ -31,6 +32,35 @@ def _p50_us(policy, calls: int = 5000) -> dict[str, float]:
     return percentiles_us(time_calls(policy.act, obs, calls, warmup=200))
 
 
+def _uniform_choice_policy(teacher, k: int, seed: int):
+    """The critic's choice among the actor's mean and k fixed actions uniform over the action
+    box: candidates far from the actor, to ask whether the critic ranks a better action
+    anywhere (K-sample acting only looks near the actor's mean)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from crl_distill.teacher.crl import energy_pairs
+
+    crl, env, params = teacher.crl, teacher.env, teacher.params
+    lo, hi = env.action_bounds
+    fixed = jnp.asarray(np.random.default_rng(seed).uniform(lo, hi, (k, env.action_size)),
+                        jnp.float32)
+    n_s = env.state_size
+
+    def act(obs):
+        b = obs.shape[0]
+        mean, _ = crl.actor.apply(params["actor"], obs)
+        cand = jnp.concatenate([jnp.tanh(mean)[:, None],
+                                jnp.broadcast_to(fixed, (b, k, env.action_size))], 1)
+        sa = jnp.concatenate([jnp.broadcast_to(obs[:, None, :n_s], (b, k + 1, n_s)), cand], -1)
+        score = energy_pairs(crl.phi.apply(params["critic"]["phi"], sa),
+                             crl.psi.apply(params["critic"]["psi"], obs[:, n_s:])[:, None],
+                             crl.cfg.energy)
+        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+
+    return act
+
+
 def main() -> None:
     from _common import machine_info, write_json
 
@@ -40,6 +70,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True, help="run directory or checkpoint")
     p.add_argument("--ks", default="4,16,64")
+    p.add_argument("--uniform", default="",
+                   help="also K values for the critic choosing among the actor's mean and K "
+                        "fixed actions uniform over the action box")
     p.add_argument("--students", default="2x64")
     p.add_argument("--label-samples", type=int, default=16)
     p.add_argument("--episodes", type=int, default=256)
@@ -62,6 +95,15 @@ def main() -> None:
     for k in [1, *map(int, args.ks.split(","))]:
         r = evaluate_artifact(src, episodes=args.episodes, seed=args.seed, act_samples=k)
         report("teacher actor" if k == 1 else f"teacher, critic picks best of {k}", r)
+    if args.uniform:
+        from crl_distill.evaluation import evaluate
+        from crl_distill.teacher import load_teacher
+
+        teacher = load_teacher(src)
+        for k in map(int, args.uniform.split(",")):
+            r = evaluate(teacher.env, _uniform_choice_policy(teacher, k, args.seed + 1),
+                         args.episodes, args.seed)
+            report(f"teacher, critic picks from mean + {k} uniform", r)
     work = Path(tempfile.mkdtemp(prefix="crl-critic-acting-"))
     latency = {}
     if args.latency:
