@@ -131,21 +131,22 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     return PipelineResult(out=out, summary=summary)
 
 
-METRICS = ("success_any", "time_at_goal")
+ACTING_METRICS = ("success_any", "time_at_goal")
 
 
 def pick_acting(evals: list[dict[str, float]]) -> int:
     """Index of the acting mode to distil from: evals[0] (the plain actor, the simpler policy to
-    ship) unless a later mode scores at least as high on both `METRICS` and higher on one; among
-    several such, the one with the highest (success_any, time at goal). A mode that reaches goals
-    more often but holds them for less time (the critic ranks reaching over holding on the
-    reacher, ant and arm) does not replace the actor."""
+    ship) unless a later mode scores at least as high on both `ACTING_METRICS` and higher on
+    one; among several such, the one with the highest (success_any, time at goal). A mode that
+    reaches goals more often but holds them for less time (the critic ranks reaching over
+    holding on the reacher, ant and arm) does not replace the actor."""
     def dominates(i: int) -> bool:
         a, b = evals[i], evals[0]
-        return all(a[m] >= b[m] for m in METRICS) and any(a[m] > b[m] for m in METRICS)
+        return (all(a[m] >= b[m] for m in ACTING_METRICS)
+                and any(a[m] > b[m] for m in ACTING_METRICS))
 
     better = [i for i in range(1, len(evals)) if dominates(i)]
-    return max(better, key=lambda i: tuple(evals[i][m] for m in METRICS), default=0)
+    return max(better, key=lambda i: tuple(evals[i][m] for m in ACTING_METRICS), default=0)
 
 
 def _acting_name(dcfg: Any) -> str:
@@ -215,7 +216,8 @@ def summary_markdown(s: dict) -> str:
         f"successes with onnxruntime vs {cl['success_episodes_jax']}/{cl['episodes']} in JAX, "
         f"max per-step action deviation {cl['action_deviation_max']:.1e}.", "",
         *([f"Teacher acting mode ({s['acting']['chosen_by']}): **{s['acting']['mode']}**; "
-           "students imitate it. " + "; ".join(
+           "students imitate it (the critic's choice replaces the actor only when no worse in "
+           "success_any and time at goal and better in one). " + "; ".join(
                f"{c['mode']}: success_any {c['success_any']:.3f}, time at goal "
                f"{c['time_at_goal']:.1f}" for c in s["acting"]["candidates"]) + ".", ""]
           if "acting" in s else []),
