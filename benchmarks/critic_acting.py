@@ -1,7 +1,8 @@
 """Acting with the critic, and students distilled from the critic's choices, side by side.
 
     python benchmarks/critic_acting.py --teacher runs/pm-u [--ks 4,16,64] [--uniform 16,64,256]
-        [--students 2x64] [--label-samples 16] [--episodes 256] [--seed 0] [--out benchmarks/results/critic_acting.json]
+        [--students 2x64] [--label-samples 16] [--episodes 256] [--seed 0]
+        [--out benchmarks/results/critic_acting.json]
 
 On the same --episodes seeds: the teacher's deterministic actor (K = 1), the teacher acting
 with its critic (best of K fixed candidates, each K in --ks; with --uniform, candidates spread
