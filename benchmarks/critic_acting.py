@@ -40,7 +40,7 @@ def _uniform_choice_policy(teacher, k: int, seed: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from crl_distill.teacher.crl import energy_pairs
+    from crl_distill.teacher.crl import critic_choice
 
     crl, env, params = teacher.crl, teacher.env, teacher.params
     lo, hi = env.action_bounds
@@ -49,15 +49,12 @@ def _uniform_choice_policy(teacher, k: int, seed: int):
     n_s = env.state_size
 
     def act(obs):
-        b = obs.shape[0]
         mean, _ = crl.actor.apply(params["actor"], obs)
         cand = jnp.concatenate([jnp.tanh(mean)[:, None],
-                                jnp.broadcast_to(fixed, (b, k, env.action_size))], 1)
-        sa = jnp.concatenate([jnp.broadcast_to(obs[:, None, :n_s], (b, k + 1, n_s)), cand], -1)
-        score = energy_pairs(crl.phi.apply(params["critic"]["phi"], sa),
-                             crl.psi.apply(params["critic"]["psi"], obs[:, n_s:])[:, None],
-                             crl.cfg.energy)
-        return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+                                jnp.broadcast_to(fixed, (obs.shape[0], k, env.action_size))], 1)
+        return critic_choice(cand, obs[:, :n_s], obs[:, n_s:],
+                             lambda sa: crl.phi.apply(params["critic"]["phi"], sa),
+                             lambda g: crl.psi.apply(params["critic"]["psi"], g), crl.cfg.energy)
 
     return act
 

@@ -74,6 +74,13 @@ def best_candidate(mean: jax.Array, log_std: jax.Array, state: jax.Array, goal: 
     [B, G] -> [B, D]. Returns each row's highest-scoring candidate [B, A]. One definition for
     the JAX teacher and its traced export, which pass their own network functions."""
     cand = jnp.tanh(mean[:, None, :] + jnp.exp(log_std)[:, None, :] * noise)  # [B, K, A]
+    return critic_choice(cand, state, goal, phi, psi, energy)
+
+
+def critic_choice(cand: jax.Array, state: jax.Array, goal: jax.Array, phi: Callable,
+                  psi: Callable, energy: str) -> jax.Array:
+    """Each row's candidate action the critic scores highest: cand [B, K, A], state [B, S],
+    goal [B, G] -> [B, A] (phi, psi and energy as in `best_candidate`)."""
     b, k, _ = cand.shape
     sa = jnp.concatenate([jnp.broadcast_to(state[:, None, :], (b, k, state.shape[-1])), cand], -1)
     score = energy_pairs(phi(sa), psi(goal)[:, None, :], energy)  # [B, K]
