@@ -48,13 +48,13 @@ def _uniform_choice_policy(teacher, k: int, seed: int):
                         jnp.float32)
     n_s = env.state_size
 
+    actor, phi, psi = crl.networks(params)
+
     def act(obs):
-        mean, _ = crl.actor.apply(params["actor"], obs)
+        mean, _ = actor(obs)
         cand = jnp.concatenate([jnp.tanh(mean)[:, None],
                                 jnp.broadcast_to(fixed, (obs.shape[0], k, env.action_size))], 1)
-        return critic_choice(cand, obs[:, :n_s], obs[:, n_s:],
-                             lambda sa: crl.phi.apply(params["critic"]["phi"], sa),
-                             lambda g: crl.psi.apply(params["critic"]["psi"], g), crl.cfg.energy)
+        return critic_choice(cand, obs[:, :n_s], obs[:, n_s:], phi, psi, crl.cfg.energy)
 
     return act
 
@@ -62,8 +62,10 @@ def _uniform_choice_policy(teacher, k: int, seed: int):
 def main() -> None:
     from _common import machine_info, write_json
 
+    from crl_distill.artifacts import load_artifact
     from crl_distill.distill import DistillConfig, distill
-    from crl_distill.export.onnx_export import evaluate_artifact
+    from crl_distill.evaluation import evaluate_artifact
+    from crl_distill.teacher.acting import Acting
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True, help="run directory or checkpoint")
@@ -91,7 +93,8 @@ def main() -> None:
               f"time at goal {r['time_at_goal']:7.1f} +- {r['time_at_goal_ci95']:.1f}", flush=True)
 
     for k in [1, *map(int, args.ks.split(","))]:
-        r = evaluate_artifact(src, episodes=args.episodes, seed=args.seed, act_samples=k)
+        r = evaluate_artifact(load_artifact(src, acting=Acting(k)), episodes=args.episodes,
+                              seed=args.seed)
         report("teacher actor" if k == 1 else f"teacher, critic picks best of {k}", r)
     if args.uniform:
         from crl_distill.evaluation import evaluate

@@ -59,7 +59,8 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
 def main() -> None:
     from _common import machine_info, write_json
 
-    from crl_distill.export.onnx_export import evaluate_artifact
+    from crl_distill.artifacts import load_artifact
+    from crl_distill.evaluation import evaluate_artifact
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--from", dest="source", type=Path, required=True)
@@ -70,9 +71,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     ckpt = teacher_checkpoint(args.source)
-    rows = []
+    rows, teacher = [], load_artifact(ckpt)
     for d in (float(x) for x in args.distances.split(",")):
-        r = evaluate_artifact(ckpt, env=f"{args.env}:goal_dist={d:g}", episodes=args.episodes,
+        r = evaluate_artifact(teacher, env=f"{args.env}:goal_dist={d:g}", episodes=args.episodes,
                               seed=args.seed)
         rows.append({"goal_dist": d, **{k: r[k] for k in r if k.startswith(
             ("success_any", "time_at_goal", "final_dist"))}})

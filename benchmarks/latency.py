@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from crl_distill.export.latency import single_thread_xla_flags  # noqa: E402
+from crl_distill.timing import single_thread_xla_flags  # noqa: E402
 
 single_thread_xla_flags()
 

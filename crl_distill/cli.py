@@ -413,10 +413,12 @@ def eval_(
     if sim == "mujoco":
         _eval_native(from_, env, episodes, seed, as_json)
         return
-    from crl_distill.export.onnx_export import evaluate_artifact
+    from crl_distill.artifacts import load_artifact
+    from crl_distill.evaluation import evaluate_artifact
+    from crl_distill.teacher.acting import Acting
 
-    r = evaluate_artifact(from_, env=env, episodes=episodes, seed=seed, student=student,
-                          act_samples=act_samples)
+    r = evaluate_artifact(load_artifact(from_, student, acting=Acting(act_samples)), env=env,
+                          episodes=episodes, seed=seed)
     if as_json:
         import json
 
@@ -536,7 +538,7 @@ def bench(
     Rows: ONNX student (OnnxPolicy.act and raw session.run), JIT JAX student, the JAX and ONNX
     teacher at its depth, and a depth-1000 teacher with random weights.
     """
-    from crl_distill.export.latency import single_thread_xla_flags
+    from crl_distill.timing import single_thread_xla_flags
 
     single_thread_xla_flags()
     from crl_distill.export.latency import plot_latency, print_latency_table, run_latency_benchmark

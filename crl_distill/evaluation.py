@@ -11,14 +11,22 @@ identical starts and goals for a given seed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl_distill.envs import make
 from crl_distill.envs.base import GoalEnv
+from crl_distill.errors import CrlDistillError
 from crl_distill.metrics import episode_metrics, summarize
+from crl_distill.native import NativeSim
+from crl_distill.native import rollout as native_rollout
+from crl_distill.runtime import OnnxPolicy
+
+if TYPE_CHECKING:  # the artifact loader knows every stage; this module sits below them
+    from crl_distill.artifacts import Artifact
 
 #: obs [B, obs_dim] -> action [B, action_size]
 BatchPolicy = Callable[[jax.Array], jax.Array]
@@ -81,6 +89,25 @@ def evaluate(env: GoalEnv, policy: BatchPolicy, num_episodes: int = 256, seed: i
     return summarize(jax.device_get(per_ep))
 
 
+def evaluate_artifact(artifact: Artifact, env: str | None = None, episodes: int = 256,
+                      seed: int = 0) -> dict[str, Any]:
+    """Any loaded artifact (`artifacts.load_artifact`: teacher, student or exported file) on
+    the same seeded episodes, in its own env or in `env` (seen as it sees its own): a JAX
+    policy inside one jitted rollout, an exported file through onnxruntime."""
+    if episodes < 1:
+        raise CrlDistillError("episodes must be >= 1")
+    target = artifact.target_env(env)
+    if artifact.in_jax:
+        summary = evaluate(target, artifact.policy(), episodes, seed)
+    else:
+        summary = summarize(rollout_host(target, artifact.host_policy(), episode_keys(seed, episodes)))
+    trained_on = artifact.onnx.env if artifact.onnx is not None else artifact.env.name
+    return {"source": str(artifact.source), "kind": artifact.kind, "name": artifact.name,
+            "env": target.name, "trained_on": trained_on, "seed": seed,
+            **({"acting": artifact.acting.to_dict()} if artifact.kind == "teacher" else {}),
+            **summary}
+
+
 def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[str, Any]:
     """An exported policy in the training simulator and in native MuJoCo, side by side.
 
@@ -89,12 +116,6 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[
     (`crl_distill.native`, reading the model the file carries) the other. Returns
     {"brax": summary, "native": summary, "ratio": {metric: native / brax}}.
     """
-    from crl_distill.envs import make
-    from crl_distill.errors import CrlDistillError
-    from crl_distill.native import NativeSim
-    from crl_distill.native import rollout as native_rollout
-    from crl_distill.runtime import OnnxPolicy
-
     if episodes < 2:
         raise CrlDistillError("episodes must be >= 2 for an interval")
     policy = OnnxPolicy(onnx_path)
@@ -126,5 +147,5 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[
             "control_period": sim.control_period, "brax": brax, "native": native, "ratio": ratio}
 
 
-__all__ = ["episode_keys", "episode_metrics", "evaluate", "evaluate_native", "rollout_host", "rollout_jax",
-           "summarize"]
+__all__ = ["episode_keys", "episode_metrics", "evaluate", "evaluate_artifact", "evaluate_native",
+           "rollout_host", "rollout_jax", "summarize"]

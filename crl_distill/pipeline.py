@@ -10,14 +10,31 @@ latency -> summary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+from rich.console import Console
+from rich.markdown import Markdown
+
+from crl_distill.artifacts import load_artifact
+from crl_distill.distill import student_set
+from crl_distill.distill.config import DistillConfig
+from crl_distill.distill.run import distill, draw_retention
+from crl_distill.evaluation import evaluate
+from crl_distill.export import exported
+from crl_distill.export.latency import measure_latency
+from crl_distill.export.onnx_export import export
 from crl_distill.fileio import atomic_write, atomic_write_json
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger
+from crl_distill.teacher import configure
+from crl_distill.teacher.acting import Acting
+from crl_distill.teacher.run_dir import is_run_dir, read_metrics, run_complete
+from crl_distill.teacher.train import load_teacher, train_teacher
 
 
 @dataclass
@@ -42,14 +59,6 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     """
     check_logger(logger)
     live = {"logger": logger, "logger_options": logger_options}
-    from crl_distill.distill import DistillConfig, distill, student_set
-    from crl_distill.distill.run import labelling_policy
-    from crl_distill.evaluation import evaluate
-    from crl_distill.export import export, exported, resolve
-    from crl_distill.export.latency import measure_latency
-    from crl_distill.teacher import configure, load_teacher, train_teacher
-    from crl_distill.teacher.run_dir import is_run_dir, read_metrics, run_complete
-
     out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
     t_start = time.perf_counter()
@@ -72,17 +81,16 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     # 2. acting mode, then students (finished ones with the same settings are reused)
     t0 = time.perf_counter()
     overrides = dict(distill_overrides or {})
-    candidates = [DistillConfig(eval_episodes=episodes, seed=seed, **overrides)]
+    given = DistillConfig(eval_episodes=episodes, seed=seed, **overrides)
+    candidates = [given.acting]
     if act_samples > 1 and "label" not in overrides:
-        candidates.append(DistillConfig(eval_episodes=episodes, seed=seed, label="critic",
-                                        label_samples=act_samples, **overrides))
-    evals = [evaluate(teacher.env, labelling_policy(teacher, c), episodes, seed)
-             for c in candidates]
+        candidates.append(Acting(act_samples))
+    evals = [evaluate(teacher.env, teacher.policy(a), episodes, seed) for a in candidates]
     best = pick_acting(evals)
-    dcfg = candidates[best]
-    acting = {"mode": _acting_name(dcfg), "chosen_by": "measured" if len(evals) > 1 else "given",
-              "candidates": [{"mode": _acting_name(c), **e} for c, e in zip(candidates, evals,
-                                                                             strict=True)]}
+    dcfg = labelling_config(given, candidates[best])
+    acting = {"mode": candidates[best].name, "chosen_by": "measured" if len(evals) > 1 else "given",
+              "candidates": [{"mode": a.name, **a.to_dict(), **e}
+                             for a, e in zip(candidates, evals, strict=True)]}
     say(f"acting: {acting['mode']} (" + ", ".join(
         f"{c['mode']} success_any {c['success_any']:.3f}" for c in acting["candidates"]) + ")")
     stage_s["acting"] = time.perf_counter() - t0
@@ -103,7 +111,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
         say(f"export: {onnx_path} is valid for {student_file.name}, skipped")
     else:
         res = export(student_file, out=onnx_path, episodes=parity_episodes, seed=seed)
-        export_report, student = res.report, res.exportable
+        export_report, student = res.report, res.artifact
     stage_s["export"] = time.perf_counter() - t0
 
     # 4. latency, measured again whenever the export's weights changed
@@ -112,7 +120,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     latency = _read_latency(lat_path, export_report["params_sha256"])
     if latency is None:
         say("latency: measuring")
-        latency = measure_latency(onnx_path, student or resolve(student_file), teacher,
+        latency = measure_latency(onnx_path, student or load_artifact(student_file), teacher,
                                   deep_depth=deep_depth, onnx_deep=False,
                                   work_dir=out / ".bench", log=say)
         latency["student_params_sha256"] = export_report["params_sha256"]
@@ -149,9 +157,14 @@ def pick_acting(evals: list[dict[str, float]]) -> int:
     return max(better, key=lambda i: tuple(evals[i][m] for m in ACTING_METRICS), default=0)
 
 
-def _acting_name(dcfg: Any) -> str:
-    return (f"critic best-of-{dcfg.label_samples}" if dcfg.label == "critic"
-            else "actor (deterministic)")
+def labelling_config(base: DistillConfig, acting: Acting) -> DistillConfig:
+    """`base` with the teacher labelling (and scored) as `acting` says."""
+    cfg = dataclasses.replace(base, label="critic" if acting.uses_critic else "actor",
+                              label_samples=acting.samples if acting.uses_critic
+                              else base.label_samples)
+    if cfg.acting != acting:
+        raise ValueError(f"distill settings cannot express acting {acting.name}")
+    return cfg
 
 
 def _read_latency(path: Path, params_sha256: str) -> dict | None:
@@ -228,33 +241,20 @@ def summary_markdown(s: dict) -> str:
 
 
 def print_summary(s: dict) -> None:
-    from rich.console import Console
-    from rich.markdown import Markdown
-
     Console(width=120).print(Markdown(summary_markdown(s)))
 
 
 def plot_summary(curve: list[dict], report: dict, latency: dict, path: Path) -> Path:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the backend that needs no display
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot([r["env_steps"] for r in curve], [r["eval/success_any"] for r in curve],
                marker="o")
     ax[0].set(title="teacher learning curve", xlabel="env steps", ylabel="success_any",
               ylim=(-0.02, 1.02))
-    st = sorted((r for r in report["students"] if r["retention"] == r["retention"]),
-                key=lambda r: r["actor_params"])  # NaN retention: the teacher never succeeded
-    ax[1].plot([r["actor_params"] for r in st], [r["retention"] for r in st], marker="o")
-    for r in st:
-        ax[1].annotate(r["name"], (r["actor_params"], r["retention"]), xytext=(4, 4),
-                       textcoords="offset points", fontsize=8)
-    ax[1].axhline(0.95, color="C3", ls=":", lw=0.8)
-    ax[1].set(title="student retention vs size", xscale="log" if st else "linear",
-              xlabel="actor params",
-              ylabel="success_any student / teacher")
+    draw_retention(ax[1], report["students"])
+    ax[1].set(title="student retention vs size")
     lat = latency["rows"]
     ax[2].barh(range(len(lat)), [r["p50_us"] for r in lat],
                color=["C0" if r["kind"] == "onnx" else "C1" for r in lat])
@@ -270,8 +270,6 @@ def plot_summary(curve: list[dict], report: dict, latency: dict, path: Path) -> 
 def _say(enabled: bool):
     if not enabled:
         return lambda _m: None
-    from rich.console import Console
-
     c = Console(stderr=True)
     return lambda m: c.print(f"[bold cyan]pipeline[/] {m}", highlight=False)
 

@@ -9,20 +9,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from crl_distill.distill.config import DistillConfig
+from crl_distill.lazy import lazy_exports
 
-_LAZY = {"Distiller": "dagger", "DistillResult": "run", "distill": "run",
-         "resolve_teacher": "run", "student_set": None}
+__getattr__ = lazy_exports(__name__, {"Distiller": "dagger", "DistillResult": "run",
+                                      "distill": "run"})
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_LAZY[name] or name}")
-    return module if _LAZY[name] is None else getattr(module, name)
-
-
-__all__ = ["DistillConfig", "DistillResult", "Distiller", "distill", "resolve_teacher"]
+__all__ = ["DistillConfig", "DistillResult", "Distiller", "distill"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.teacher.acting import Acting
 
 ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
 LABELS = ("actor", "critic")
@@ -72,6 +73,12 @@ class DistillConfig:
     @property
     def states_per_iter(self) -> int:
         return self.num_envs * self.steps_per_iter
+
+    @property
+    def acting(self) -> Acting:
+        """How the teacher acts when it labels and when it is scored: the students' labels and
+        the teacher row of the report are this one policy."""
+        return Acting(self.label_samples if self.label == "critic" else 1)
 
 
 def field_help(name: str) -> str:

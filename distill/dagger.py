@@ -25,7 +25,7 @@ from flax import struct
 from crl_distill.envs.base import GoalEnv, auto_reset
 from crl_distill.envs.observed import observed, teacher_obs
 from crl_distill.student.model import StudentConfig, init_student, make_student
-from crl_distill.teacher.crl import energy_matrix, selection_noise
+from crl_distill.teacher.crl import energy_matrix
 from crl_distill.teacher.networks import deterministic_policy
 
 from .config import DistillConfig
@@ -81,13 +81,19 @@ def relational_kl(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.A
                                  - jax.nn.log_softmax(student_logits, 1)), axis=1))
 
 
+def action_mse(mu: jax.Array, target_mu: jax.Array) -> jax.Array:
+    """Mean over rows of ||tanh(mu) - tanh(target_mu)||^2: the error of the executed actions,
+    mu and target_mu [B, A] pre-tanh means (student, teacher)."""
+    return jnp.mean(jnp.sum((jnp.tanh(mu) - jnp.tanh(target_mu)) ** 2, -1))
+
+
 def distill_loss(params: dict, batch: dict, scfg: StudentConfig, dcfg: DistillConfig,
                  env: GoalEnv, energy: str) -> tuple[jax.Array, dict]:
     """Weighted sum of the action, embedding and relational losses; each one is logged."""
     m = make_student(scfg, env.action_size)
     mu, log_std = m.policy.apply(params["policy"], batch["obs"])
     if dcfg.action_loss == "mse":
-        l_action = jnp.mean(jnp.sum((jnp.tanh(mu) - jnp.tanh(batch["t_mean"])) ** 2, -1))
+        l_action = action_mse(mu, batch["t_mean"])
     elif dcfg.action_loss == "pre_tanh_mse":
         l_action = jnp.mean(jnp.sum((mu - batch["t_mean"]) ** 2, -1))
     else:
@@ -148,13 +154,9 @@ class Distiller:
             key=key, iteration=jnp.zeros((), jnp.int32))
 
     def teacher_action(self, teacher_params: dict, obs: jax.Array) -> jax.Array:
-        """The action the teacher stands for: its deterministic actor, or the critic's choice."""
-        crl = self.teacher.crl
-        if self.dcfg.label == "critic":
-            noise = selection_noise(self.dcfg.seed + 1, self.dcfg.label_samples,
-                                    self.env.action_size)
-            return crl.select_action(teacher_params["actor"], teacher_params["critic"], obs, noise)
-        return deterministic_policy(crl.actor, teacher_params["actor"])(obs)
+        """The action the teacher stands for, acting as `dcfg.acting` says (`teacher.acting`):
+        the parameters are an argument, so jitted callers do not bake them in as constants."""
+        return self.teacher.crl.acting_policy(teacher_params, self.dcfg.acting)(obs)
 
     def label(self, teacher_params: dict, obs: jax.Array, action: jax.Array,
               student_obs: jax.Array | None = None, teacher_action: jax.Array | None = None
@@ -164,7 +166,7 @@ class Distiller:
         `teacher_action`, when the caller has it, is `self.teacher_action(..., obs)`."""
         crl, env = self.teacher.crl, self.env
         mean, log_std = crl.actor.apply(teacher_params["actor"], obs)
-        if self.dcfg.label == "critic":
+        if self.dcfg.acting.uses_critic:
             # The losses compare tanh(student mean) with tanh(t_mean): store the chosen action's
             # pre-image (kept inside (-1, 1) so that atanh stays finite).
             best = (self.teacher_action(teacher_params, obs) if teacher_action is None

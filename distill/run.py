@@ -1,5 +1,7 @@
 """`distill(teacher, students=...)`: train students, evaluate them beside the teacher, report.
 
+Each student goes through one `StudentRun`: reuse a finished file written with the same
+settings, else train (resuming an interrupted loop), evaluate on the teacher's seeds, save.
 The files it writes, a student set, belong to `crl_distill.distill.student_set`.
 """
 
@@ -7,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, params_sha256, save_pytree
@@ -37,47 +42,16 @@ from crl_distill.teacher.train import Teacher, load_teacher
 from crl_distill.timing import percentiles_us, time_calls
 
 from . import student_set
-from .dagger import DistillConfig, Distiller
+from .dagger import DistillConfig, Distiller, DistillState, action_mse
+
+PROGRESS_FORMAT = "crl-distill-distill-progress"
 
 
-@dataclass
+@dataclasses.dataclass
 class DistillResult:
     out_dir: Path
     report: dict
     student_paths: dict[str, Path]
-
-
-def resolve_teacher(source: str | Path | Teacher, env: str | None = None) -> Teacher:
-    """A Teacher from a run dir / checkpoint / reference .pkl / Teacher.
-
-    `env`, when given, must match the teacher's; a reference .pkl needs it (the pickle does
-    not say which env it was trained on) and is converted on the fly.
-    """
-    if isinstance(source, str | Path) and Path(source).suffix == ".pkl":
-        import tempfile
-
-        from crl_distill.teacher.reference_import import import_reference
-
-        if env is None:
-            raise CrlDistillError(f"{source}: a reference .pkl needs --env (it does not record "
-                                  f"its environment)")
-        run = import_reference(source, env, Path(tempfile.mkdtemp(prefix="crl-import-")) / "run")
-        teacher = load_teacher(run)
-        teacher.source = Path(source)
-        return teacher
-    teacher = source if isinstance(source, Teacher) else load_teacher(source)
-    if env is not None and env != teacher.config.env:
-        raise CrlDistillError(f"env mismatch: the teacher was trained on {teacher.config.env!r}, "
-                              f"not {env!r}")
-    return teacher
-
-
-def labelling_policy(t: Teacher, dcfg: DistillConfig) -> Callable:
-    """The teacher as its labels act: the actor, or with `label="critic"` the best of
-    `label_samples` fixed candidates under the critic (the noise set the labels use)."""
-    if dcfg.label == "critic":
-        return t.policy_fn(dcfg.label_samples, seed=dcfg.seed + 1)
-    return t.policy_fn()
 
 
 def default_out_dir(teacher: Teacher) -> Path:
@@ -92,82 +66,175 @@ def latency_us(fn: Callable, x: Any, n: int = 300) -> dict[str, float]:
     return percentiles_us(time_calls(lambda v: jax.block_until_ready(fn(v)), x, n, warmup=20))
 
 
-def heldout_metrics(distiller: Distiller, teacher: Teacher, params: dict, seed: int) -> dict:
-    """Action MSE and embedding cosine on teacher-visited states the student never trained on."""
-    env = distiller.senv
-    keys = jax.random.split(jax.random.PRNGKey(seed + 7919), 32)
-    env_state = jax.vmap(env.reset)(keys)
-    _, rows, _ = jax.jit(distiller.rollout, static_argnums=5, compiler_options=env.jit_options)(
-        teacher.params, params, env_state, jax.random.PRNGKey(seed + 104729), jnp.float32(1.0),
-        env.episode_length)
-    m = distiller.modules
-    mu, _ = m.policy.apply(params["policy"], rows["obs"])
-    out = {"action_mse": float(jnp.mean(jnp.sum((jnp.tanh(mu) - jnp.tanh(rows["t_mean"])) ** 2,
-                                                 -1)))}
-    if distiller.scfg.encoders:
-        s = env.state_size
-        phi = m.phi.apply(params["phi"], jnp.concatenate([rows["obs"][:, :s], rows["action"]], -1))
-        psi = m.psi.apply(params["psi"], rows["obs"][:, s:])
-
-        def cos(a, b):
-            return jnp.mean(jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1)
-                                                  * jnp.linalg.norm(b, axis=-1) + 1e-8))
-
-        out["embed_cosine_phi"] = float(cos(phi, rows["t_phi"]))
-        out["embed_cosine_psi"] = float(cos(psi, rows["t_psi"]))
-        out["embed_cosine"] = 0.5 * (out["embed_cosine_phi"] + out["embed_cosine_psi"])
-    return out
+def settings_identity(scfg: StudentConfig, dcfg: DistillConfig, teacher: Teacher) -> dict:
+    """What makes two distillations the same: the student, the distill settings (the teacher's
+    acting among them) and the teacher file and epoch. A finished student file and an
+    interrupted loop are reused only under equal identities. JSON-normal (tuples as lists), so
+    it compares equal to what a file header read back holds."""
+    return json.loads(json.dumps({
+        "student": dataclasses.asdict(scfg), "distill": dataclasses.asdict(dcfg),
+        "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}))
 
 
-PROGRESS_FORMAT = "crl-distill-distill-progress"
+def _identity_of(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("student", "distill", "teacher_source", "teacher_epoch")}
+
+
+class StudentRun:
+    """One student through its distillation: the (teacher, student) `Distiller`, its files in
+    the student set and its result (params, per-iteration history, observed input range)."""
+
+    def __init__(self, teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: Path):
+        self.teacher, self.scfg, self.dcfg = teacher, scfg, dcfg
+        self.distiller = Distiller(teacher, scfg, dcfg)
+        self.env = self.distiller.senv
+        self.identity = settings_identity(scfg, dcfg, teacher)
+        self.out_dir = out_dir
+        self.path = student_set.student_file(out_dir, scfg.name)
+        self.progress_path = student_set.progress_file(out_dir, scfg.name)
+        self.params: dict | None = None
+        self.history: list[dict] = []
+        self.obs_range: dict | None = None
+
+    def reuse(self) -> bool:
+        """Take a finished student file written with the same settings, if there is one."""
+        if not self.path.is_file():
+            return False
+        try:
+            s = load_student(self.path)
+        except CrlDistillError:
+            return False  # damaged: retrain and overwrite atomically
+        if _identity_of(s.meta) != self.identity:
+            return False
+        self.params = jax.device_get(s.params)
+        self.history, self.obs_range = s.meta.get("history", []), s.meta.get("obs_range")
+        return True
+
+    def train(self, log: Callable[[dict], None] | None = None, checkpoint: bool = True) -> None:
+        """The data/SGD loop. With `checkpoint`, the whole loop state (dataset, params,
+        optimiser, envs, key) is saved after every iteration and a rerun continues from it, so
+        a kill loses at most one iteration."""
+        dist, dcfg = self.distiller, self.dcfg
+        xla = self.teacher.env.jit_options
+        init = jax.jit(dist.init, compiler_options=xla)
+        collect = jax.jit(dist.collect, compiler_options=xla)
+        train = jax.jit(dist.train, donate_argnums=0, compiler_options=xla)
+        key = jax.random.PRNGKey(dcfg.seed)
+        st, start = (self._resume(jax.eval_shape(init, key)) if checkpoint else None), 0
+        if st is None:
+            st, self.history = init(key), []
+        else:
+            start = len(self.history)
+        for it in range(start, dcfg.iterations):
+            beta = dcfg.beta(it)
+            st, teacher_frac = collect(self.teacher.params, st, jnp.float32(beta))
+            st, m = train(st)
+            row = {"iteration": it, "beta": beta, "teacher_acted": float(teacher_frac),
+                   "dataset_size": int(st.dataset.size),
+                   **{k: float(v) for k, v in jax.device_get(m).items()}}
+            if not np.isfinite(row["loss/total"]):
+                raise CrlDistillError(f"student {self.scfg.name}: non-finite loss at DAgger "
+                                      f"iteration {it}")
+            self.history.append(row)
+            if checkpoint:
+                save_pytree(self.progress_path, st, {
+                    "format": PROGRESS_FORMAT, "iteration": it + 1, "history": self.history,
+                    "identity": self.identity})
+            if log:
+                log(row)
+        obs = np.asarray(st.dataset.obs[: int(st.dataset.size)])
+        self.obs_range = {"low": obs.min(0).tolist(), "high": obs.max(0).tolist()}
+        self.params = jax.device_get(st.params)
+
+    def _resume(self, template: DistillState) -> DistillState | None:
+        if not self.progress_path.is_file():
+            return None
+        try:
+            restored, meta = load_pytree(self.progress_path, template, PROGRESS_FORMAT)
+        except CrlDistillError:
+            return None  # unreadable progress (e.g. killed mid-write of an older format): start over
+        if meta.get("identity") != self.identity:
+            return None
+        self.history = meta["history"]
+        return restored
+
+    def policy(self) -> Callable[[jax.Array], jax.Array]:
+        return deterministic_policy(self.distiller.modules.policy, self.params["policy"])
+
+    def heldout_metrics(self) -> dict:
+        """Action MSE and embedding cosine on teacher-visited states the student never trained on."""
+        dist, env, seed = self.distiller, self.env, self.dcfg.seed
+        keys = jax.random.split(jax.random.PRNGKey(seed + 7919), 32)
+        env_state = jax.vmap(env.reset)(keys)
+        _, rows, _ = jax.jit(dist.rollout, static_argnums=5, compiler_options=env.jit_options)(
+            self.teacher.params, self.params, env_state, jax.random.PRNGKey(seed + 104729),
+            jnp.float32(1.0), env.episode_length)
+        m = dist.modules
+        mu, _ = m.policy.apply(self.params["policy"], rows["obs"])
+        out = {"action_mse": float(action_mse(mu, rows["t_mean"]))}
+        if self.scfg.encoders:
+            s = env.state_size
+            phi = m.phi.apply(self.params["phi"],
+                              jnp.concatenate([rows["obs"][:, :s], rows["action"]], -1))
+            psi = m.psi.apply(self.params["psi"], rows["obs"][:, s:])
+
+            def cos(a, b):
+                return jnp.mean(jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1)
+                                                      * jnp.linalg.norm(b, axis=-1) + 1e-8))
+
+            out["embed_cosine_phi"] = float(cos(phi, rows["t_phi"]))
+            out["embed_cosine_psi"] = float(cos(psi, rows["t_psi"]))
+            out["embed_cosine"] = 0.5 * (out["embed_cosine_phi"] + out["embed_cosine_psi"])
+        return out
+
+    def report_row(self, teacher_eval: dict, time_jax: bool) -> dict:
+        """Evaluate on the teacher's seeds and measure: the student's row of the report."""
+        scfg, env, dcfg = self.scfg, self.env, self.dcfg
+        policy = self.policy()
+        ev = evaluate(env, policy, dcfg.eval_episodes, dcfg.seed)
+        actor_params = count_params(self.params["policy"])
+        return {
+            "name": scfg.name,
+            "student": dataclasses.asdict(scfg),
+            "actor_params": actor_params,
+            "params": count_params(self.params),
+            "param_fraction_of_teacher_actor": actor_params / self.teacher.param_counts["actor"],
+            "observation": env.layout if env is not self.teacher.env else "teacher's",
+            "flops_per_action": policy_flops(scfg, env.observation_size, env.action_size),
+            **{f"eval/{k}": v for k, v in ev.items()},
+            "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
+            "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
+            **self.heldout_metrics(),
+            "latency_batch1": latency_us(jax.jit(policy), jnp.zeros(
+                (1, env.observation_size))) if time_jax else None,
+            # lets a later stage tell whether a file holds exactly this student without loading it
+            "params_sha256": params_sha256(self.params),
+            "history": self.history,
+        }
+
+    def save(self, row: dict) -> Path:
+        t = self.teacher
+        path = save_student(self.path, self.scfg, self.params, {
+            **{k: v for k, v in self.identity.items() if k != "student"},
+            "env": t.config.env, "teacher": t.config.to_dict(),
+            "teacher_acting": self.dcfg.acting.to_dict(),
+            "env_facts": self.env.describe(), "history": self.history,
+            "obs_range": self.obs_range,
+            "summary": {k: v for k, v in row.items() if k != "history"}})
+        student_set.finish_student(self.out_dir, self.scfg.name)
+        return path
 
 
 def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
                   log: Callable[[dict], None] | None = None,
                   progress_path: Path | None = None) -> tuple[dict, list[dict], dict]:
-    """Run the data/SGD loop for one student; returns its params, per-iteration logs and the
-    per-element range of the inputs it was trained on ({"low": [..], "high": [..]}).
-
-    With `progress_path`, the whole loop state (dataset, params, optimiser, envs, key) is
-    checkpointed after every iteration and a rerun continues from it, so a kill loses at most
-    one iteration.
-    """
-    dist = Distiller(teacher, scfg, dcfg)
-    xla = teacher.env.jit_options
-    init = jax.jit(dist.init, compiler_options=xla)
-    collect = jax.jit(dist.collect, compiler_options=xla)
-    train = jax.jit(dist.train, donate_argnums=0, compiler_options=xla)
-    key = jax.random.PRNGKey(dcfg.seed)
-    identity = {"student": dataclasses.asdict(scfg), "distill": dataclasses.asdict(dcfg),
-                "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}
-    st, history, start = None, [], 0
-    if progress_path is not None and progress_path.is_file():
-        try:
-            restored, meta = load_pytree(progress_path, jax.eval_shape(init, key), PROGRESS_FORMAT)
-            if meta.get("identity") == identity:
-                st, history, start = restored, meta["history"], int(meta["iteration"])
-        except CrlDistillError:
-            pass  # unreadable progress (e.g. killed mid-write of an older format): start over
-    if st is None:
-        st = init(key)
-    for it in range(start, dcfg.iterations):
-        beta = dcfg.beta(it)
-        st, teacher_frac = collect(teacher.params, st, jnp.float32(beta))
-        st, m = train(st)
-        row = {"iteration": it, "beta": beta, "teacher_acted": float(teacher_frac),
-               "dataset_size": int(st.dataset.size),
-               **{k: float(v) for k, v in jax.device_get(m).items()}}
-        if not np.isfinite(row["loss/total"]):
-            raise CrlDistillError(f"student {scfg.name}: non-finite loss at DAgger iteration {it}")
-        history.append(row)
-        if progress_path is not None:
-            save_pytree(progress_path, st, {"format": PROGRESS_FORMAT, "iteration": it + 1,
-                                            "history": history, "identity": identity})
-        if log:
-            log(row)
-    obs = np.asarray(st.dataset.obs[: int(st.dataset.size)])
-    obs_range = {"low": obs.min(0).tolist(), "high": obs.max(0).tolist()}
-    return jax.device_get(st.params), history, obs_range
+    """Run the data/SGD loop for one student outside a student set; returns its params,
+    per-iteration logs and the per-element range of the inputs it was trained on."""
+    run = StudentRun(teacher, scfg, dcfg, Path("."))
+    if progress_path is not None:
+        run.progress_path = progress_path
+    run.train(log, checkpoint=progress_path is not None)
+    return run.params, run.history, run.obs_range
 
 
 def distill(
@@ -187,12 +254,14 @@ def distill(
 ) -> DistillResult:
     """Distill `teacher` into each student; evaluate all on the same seeds; write the report.
 
+    `teacher`: a loaded `Teacher`, or anything `load_teacher` reads (a run directory, a
+    checkpoint, or a reference .pkl with `env`); `env`, when given, must be the teacher's.
     `obs` sets what students given as a string observe (default: the teacher's observation).
     `logger` mirrors each student's per-iteration losses and its final evaluation, tagged
     `<student>/...`, x = DAgger iteration (`crl_distill.loggers`). `time_jax=False` leaves out
     the JAX batch-1 latency (`latency_batch1`: None), for callers that measure it themselves.
-    The teacher is evaluated acting as it labels (with `label="critic"`, the best of
-    `label_samples` under its critic), and retention is measured against that;
+    The teacher is evaluated acting as it labels (`config.acting`: with `label="critic"`, the
+    best of `label_samples` under its critic), and retention is measured against that;
     `teacher_eval` passes in that evaluation when the caller already made it (same seeds).
     Everything is validated (teacher file, env, specs) before anything is written.
     """
@@ -204,35 +273,34 @@ def distill(
              if isinstance(students, str) else list(students))
     if not specs:
         raise CrlDistillError("no students given")
-    t = resolve_teacher(teacher, env)
+    t = teacher if isinstance(teacher, Teacher) else load_teacher(teacher, env)
+    if env is not None and env != t.config.env:
+        raise CrlDistillError(f"env mismatch: the teacher was trained on {t.config.env!r}, "
+                              f"not {env!r}")
     # Student encoders regress onto the teacher's embeddings, so they share its size.
     specs = [dataclasses.replace(s, repr_dim=t.config.repr_dim) for s in specs]
     for s in specs:
         s.obs_spec.check(t.env.state_size, f"{t.config.env}'s state")
     out_dir = Path(out) if out is not None else default_out_dir(t)
-    tenv = t.env
     console = _console(progress)
 
-    labelling = labelling_policy(t, dcfg)
-    teacher_eval = teacher_eval or evaluate(tenv, labelling, dcfg.eval_episodes, dcfg.seed)
+    labelling = t.policy(dcfg.acting)
+    teacher_eval = teacher_eval or evaluate(t.env, labelling, dcfg.eval_episodes, dcfg.seed)
     tcounts = t.param_counts
     teacher_row = {
         "name": f"teacher d{t.config.actor.depth}" + (
-            f" best-of-{dcfg.label_samples}" if dcfg.label == "critic" else ""),
+            f" best-of-{dcfg.label_samples}" if dcfg.acting.uses_critic else ""),
+        "acting": dcfg.acting.to_dict(),
         "actor_params": tcounts["actor"],
         "params": sum(tcounts.values()),
         "flops_per_action": 2 * tcounts["actor"],
         **{f"eval/{k}": v for k, v in teacher_eval.items()},
         "latency_batch1": latency_us(jax.jit(labelling), jnp.zeros(
-            (1, tenv.observation_size))) if time_jax else None,
+            (1, t.env.observation_size))) if time_jax else None,
     }
-    console(f"teacher: success_any {teacher_eval['success_any']:.3f} on {dcfg.eval_episodes} "
-            f"episodes (seed {dcfg.seed})")
+    console(f"teacher ({dcfg.acting.name}): success_any {teacher_eval['success_any']:.3f} on "
+            f"{dcfg.eval_episodes} episodes (seed {dcfg.seed})")
 
-    info_common = {
-        "env": t.config.env, "teacher_source": str(t.source),
-        "teacher_epoch": t.epoch, "teacher": t.config.to_dict(), "distill": dataclasses.asdict(dcfg),
-    }
     student_set.prepare(out_dir, {
         "distill": dataclasses.asdict(dcfg), "students": [dataclasses.asdict(s) for s in specs],
         "teacher_source": str(t.source), "env": t.config.env, "crl_distill": __version__})
@@ -243,76 +311,25 @@ def distill(
     rows, paths = [], {}
     with contextlib.closing(live):
         for scfg in specs:
-            rows.append(_distill_one(t, scfg, dcfg, out_dir, info_common, teacher_eval, tcounts,
-                                     console, live, paths, time_jax))
-    return _finish(t, dcfg, out_dir, rows, teacher_row, tenv, paths, progress)
-
-
-def _distill_one(t: Teacher, scfg: StudentConfig, dcfg: DistillConfig, out_dir: Path,
-                 info_common: dict, teacher_eval: dict, tcounts: dict, console: Callable,
-                 live: Any, paths: dict, time_jax: bool) -> dict:
-    """Train (or reuse), evaluate and save one student; returns its report row."""
-    tenv = t.env
-    final = student_set.student_file(out_dir, scfg.name)
-    done = _finished_student(final, scfg, dcfg, t)
-    if done is not None:
-        console(f"student {scfg.name}: already trained with these settings, reusing {final}")
-        params, history, obs_range = done
-    else:
-        console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
-        params, history, obs_range = train_student(
-            t, scfg, dcfg, progress_path=student_set.progress_file(out_dir, scfg.name),
-            log=lambda r, n=scfg.name: _log_iteration(console, live, n, r))
-    dist = Distiller(t, scfg, dcfg)
-    senv = dist.senv
-    policy = _student_policy(scfg, senv, params)
-    ev = evaluate(senv, policy, dcfg.eval_episodes, dcfg.seed)
-    actor_params = count_params(params["policy"])
-    row = {
-        "name": scfg.name,
-        "student": dataclasses.asdict(scfg),
-        "actor_params": actor_params,
-        "params": count_params(params),
-        "param_fraction_of_teacher_actor": actor_params / tcounts["actor"],
-        "observation": senv.layout if senv is not tenv else "teacher's",
-        "flops_per_action": policy_flops(scfg, senv.observation_size, senv.action_size),
-        **{f"eval/{k}": v for k, v in ev.items()},
-        "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
-        "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
-        **heldout_metrics(dist, t, params, dcfg.seed),
-        "latency_batch1": latency_us(jax.jit(policy), jnp.zeros(
-            (1, senv.observation_size))) if time_jax else None,
-        # lets a later stage tell whether a file holds exactly this student without loading it
-        "params_sha256": params_sha256(params),
-        "history": history,
-    }
-    path = save_student(final, scfg, params,
-                        {**info_common, "env_facts": senv.describe(), "history": history,
-                         "obs_range": obs_range,
-                         "summary": {k: v for k, v in row.items() if k != "history"}})
-    student_set.finish_student(out_dir, scfg.name)
-    paths[scfg.name] = path
-    live.log({f"{scfg.name}/{k}": row[k] for k in ("eval/success_any", "eval/time_at_goal",
-                                                   "retention", "retention_time_at_goal")},
-             step=dcfg.iterations)
-    return row
-
-
-def _log_iteration(console: Callable, live: Any, name: str, r: dict) -> None:
-    console(f"  {name} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
-            f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} action loss {r['loss/action']:.4f}")
-    live.log({f"{name}/{k}": v for k, v in r.items() if k != "iteration"}, step=r["iteration"])
-
-
-def _finish(t: Teacher, dcfg: DistillConfig, out_dir: Path, rows: list[dict], teacher_row: dict,
-            tenv: Any, paths: dict, progress: bool) -> DistillResult:
-    """Write the report and the retention plot."""
+            run = StudentRun(t, scfg, dcfg, out_dir)
+            if run.reuse():
+                console(f"student {scfg.name}: already trained with these settings, reusing "
+                        f"{run.path}")
+            else:
+                console(f"student {scfg.name}: {dcfg.mode}, {dcfg.iterations} iterations")
+                run.train(log=lambda r, n=scfg.name: _log_iteration(console, live, n, r))
+            row = run.report_row(teacher_eval, time_jax)
+            paths[scfg.name] = run.save(row)
+            live.log({f"{scfg.name}/{k}": row[k] for k in ("eval/success_any", "eval/time_at_goal",
+                                                           "retention", "retention_time_at_goal")},
+                     step=dcfg.iterations)
+            rows.append(row)
     report = {"env": t.config.env, "mode": dcfg.mode, "teacher": teacher_row, "students": rows,
               "teacher_source": str(t.source), "seed": dcfg.seed,
               "eval_episodes": dcfg.eval_episodes,
               "teacher_param_counts_closed_form": {
-                  "actor": param_count(t.config.actor, tenv.observation_size,
-                                       2 * tenv.action_size)}}
+                  "actor": param_count(t.config.actor, t.env.observation_size,
+                                       2 * t.env.action_size)}}
     student_set.write_report(out_dir, report)
     plot_retention(report, student_set.plot_file(out_dir))
     if progress:
@@ -320,26 +337,10 @@ def _finish(t: Teacher, dcfg: DistillConfig, out_dir: Path, rows: list[dict], te
     return DistillResult(out_dir=out_dir, report=report, student_paths=paths)
 
 
-def _finished_student(path: Path, scfg: StudentConfig, dcfg: DistillConfig,
-                      t: Teacher) -> tuple[dict, list[dict], dict | None] | None:
-    """(params, history, obs_range) of a student file written by the same settings, else None."""
-    if not path.is_file():
-        return None
-    try:
-        s = load_student(path)
-    except CrlDistillError:
-        return None  # damaged: retrain and overwrite atomically
-    same = (s.config == scfg and s.meta.get("distill") == dataclasses.asdict(dcfg)
-            and s.meta.get("teacher_source") == str(t.source)
-            and s.meta.get("teacher_epoch") == t.epoch)
-    return ((jax.device_get(s.params), s.meta.get("history", []), s.meta.get("obs_range"))
-            if same else None)
-
-
-def _student_policy(scfg: StudentConfig, env: Any, params: dict):
-    from crl_distill.student.model import make_student
-
-    return deterministic_policy(make_student(scfg, env.action_size).policy, params["policy"])
+def _log_iteration(console: Callable, live: Any, name: str, r: dict) -> None:
+    console(f"  {name} it {r['iteration']}: beta {r['beta']:.2f} teacher-acted "
+            f"{r['teacher_acted']:.2f} data {r['dataset_size']:,} action loss {r['loss/action']:.4f}")
+    live.log({f"{name}/{k}": v for k, v in r.items() if k != "iteration"}, step=r["iteration"])
 
 
 def _ratio(a: float, b: float) -> float:
@@ -349,16 +350,11 @@ def _ratio(a: float, b: float) -> float:
 def _console(enabled: bool) -> Callable[[str], None]:
     if not enabled:
         return lambda _msg: None
-    from rich.console import Console
-
     c = Console()
     return lambda msg: c.print(msg, highlight=False)
 
 
 def print_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = report["teacher"]
     table = Table(title=f"distillation on {report['env']} ({report['mode']}, "
                         f"{report['eval_episodes']} episodes, same seeds)")
@@ -382,27 +378,33 @@ def _p50(row: dict) -> str:
     return f"{lat['p50_us']:.0f}" if lat else "-"
 
 
-def plot_retention(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted((r for r in report["students"] if np.isfinite(r["retention"])),
+def draw_retention(ax: Any, students: list[dict]) -> list[dict]:
+    """Retention (success_any, student / teacher) against actor parameters on `ax`, with the
+    95% pick line; returns the rows drawn. A NaN retention (the teacher never reached the goal)
+    is not drawn."""
+    rows = sorted((r for r in students if np.isfinite(r["retention"])),
                   key=lambda r: r["actor_params"])
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    if not rows:  # the teacher never reached the goal: retention is undefined
-        ax.text(0.5, 0.5, "teacher success_any = 0: retention undefined", ha="center",
-                transform=ax.transAxes)
     ax.plot([r["actor_params"] for r in rows], [r["retention"] for r in rows], marker="o")
     for r in rows:
         ax.annotate(r["name"], (r["actor_params"], r["retention"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
-    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
-    ax.axhline(0.95, color="C3", lw=0.8, ls=":", label="95% target")
+    ax.axhline(student_set.RETAIN, color="C3", lw=0.8, ls=":",
+               label=f"{student_set.RETAIN:.0%} target")
     ax.set(xscale="log" if rows else "linear", xlabel="student actor parameters",
-           ylabel="retention (success_any)",
-           title=f"{report['env']}: retention vs student size "
+           ylabel="retention (success_any)")
+    return rows
+
+
+def plot_retention(report: dict, path: Path) -> Path:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after choosing the backend that needs no display
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    if not draw_retention(ax, report["students"]):
+        ax.text(0.5, 0.5, "teacher success_any = 0: retention undefined", ha="center",
+                transform=ax.transAxes)
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set(title=f"{report['env']}: retention vs student size "
                  f"(teacher {report['teacher']['actor_params']:,} params)")
     ax.legend(loc="lower right")
     fig.tight_layout()

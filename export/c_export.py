@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.fileio import atomic_write
 
 C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 C_TOLERANCE = 1e-5
@@ -258,16 +257,13 @@ def c_gates(header: str, source: str, onnx_session: Any, observations: np.ndarra
     return result
 
 
-def write_c(out_dir: Path, header: str, source: str, prefix: str = "policy",
-            model_xml: str | None = None) -> list[Path]:
-    """Write the pair (and the robot's MJCF, where the env has one) atomically, each file;
-    returns their paths."""
+def c_files(out_dir: Path, header: str, source: str, prefix: str = "policy",
+            model_xml: str | None = None) -> dict[Path, bytes]:
+    """The pair (and the robot's MJCF, where the env has one) by the path each goes to."""
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     if model_xml is not None:
         files[f"{prefix}.xml"] = model_xml
-    for name, text in files.items():
-        atomic_write(out_dir / name, lambda f, t=text: f.write(t), binary=False)
-    return [out_dir / name for name in files]
+    return {Path(out_dir) / name: text.encode() for name, text in files.items()}
 
 
-__all__ = ["C_FLAGS", "C_TOLERANCE", "c_gates", "c_prefix", "c_sources", "compile_c", "find_cc", "write_c"]
+__all__ = ["C_FLAGS", "C_TOLERANCE", "c_gates", "c_prefix", "c_sources", "c_files", "compile_c", "find_cc"]

@@ -7,24 +7,31 @@ single-threaded, XLA_FLAGS must be set before JAX is imported (`single_thread_xl
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import matplotlib
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
+from crl_distill.artifacts import Artifact, load_artifact, teacher_artifact
+from crl_distill.envs import make
+from crl_distill.evaluation import BatchPolicy
+from crl_distill.export.onnx_export import export
+from crl_distill.export.trace import trace_onnx, trace_ungated
+from crl_distill.fileio import atomic_write_bytes, file_sha256
+from crl_distill.runtime import OnnxPolicy, read_metadata
+from crl_distill.teacher.acting import ACTOR
+from crl_distill.teacher.config import NetConfig, TeacherConfig
+from crl_distill.teacher.crl import CRL
+from crl_distill.teacher.run_dir import checkpoint_dir
+from crl_distill.teacher.train import Teacher, load_teacher
 from crl_distill.timing import time_calls
-
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def single_thread_xla_flags() -> None:
-    """Make JAX's CPU backend single-threaded; only effective before `import jax`."""
-    import os
-    import sys
-
-    if "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
 
 
 def profile(name: str, fn_for_batch: Callable[[int], Callable[[np.ndarray], Any]], obs_size: int,
@@ -51,60 +58,36 @@ def profile(name: str, fn_for_batch: Callable[[int], Callable[[np.ndarray], Any]
 
 def onnx_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]]:
     """The deployed path: OnnxPolicy.act (validation included), one intra-op thread."""
-    from crl_distill.runtime import OnnxPolicy
-
     policy = OnnxPolicy(path)
     return lambda _b: policy.act
 
 
 def onnx_raw_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]]:
     """onnxruntime's session.run alone (no input checks), one intra-op thread."""
-    from crl_distill.runtime import OnnxPolicy
-
     sess = OnnxPolicy(path).session
     return lambda _b: (lambda x: sess.run(None, {"obs": x}))
 
 
 def jax_runner(policy: Callable) -> Callable[[int], Callable[[np.ndarray], Any]]:
     """A jitted JAX policy; the result is waited for (block_until_ready)."""
-    import jax
-
     f = jax.jit(policy)
     return lambda _b: (lambda x: f(x).block_until_ready())
 
 
-def random_teacher_policy(env_name: str, depth: int, width: int = 256) -> Callable:
-    """A teacher actor of the given depth with random weights (latency depends on shape only)."""
-    import jax
-    import jax.numpy as jnp
-
-    from crl_distill.envs import make
-    from crl_distill.teacher.crl import Actor
-    from crl_distill.teacher.networks import NetConfig, deterministic_policy
-
+def random_teacher_policy(env_name: str, depth: int, width: int = 256,
+                          traceable: bool = False) -> BatchPolicy:
+    """A teacher's deterministic actor of the given depth with random weights (latency
+    depends on shape only); `traceable` for ONNX, as `CRL.acting_policy`."""
     env = make(env_name)
-    actor = Actor(NetConfig(depth, width), env.action_size)
-    params = actor.init(jax.random.PRNGKey(0), jnp.zeros((1, env.observation_size)))
-    return deterministic_policy(actor, params)
+    crl = CRL(TeacherConfig(env=env_name, actor=NetConfig(depth, width)), env)
+    params = {"actor": crl.actor.init(jax.random.PRNGKey(0), jnp.zeros((1, env.observation_size)))}
+    return crl.acting_policy(params, ACTOR, traceable)
 
 
 def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 256) -> Path:
     """ONNX file of a random-weight teacher actor, traced through the unrolled forward."""
-    import jax
-    import jax.numpy as jnp
-
-    from crl_distill.envs import make
-    from crl_distill.export.onnx_export import trace_onnx, traceable_teacher_policy
-    from crl_distill.fileio import atomic_write_bytes
-    from crl_distill.teacher.crl import Actor
-    from crl_distill.teacher.networks import NetConfig
-
-    env = make(env_name)
-    cfg = NetConfig(depth, width)
-    params = Actor(cfg, env.action_size).init(jax.random.PRNGKey(0),
-                                               jnp.zeros((1, env.observation_size)))
-    model = trace_onnx(traceable_teacher_policy(cfg, params, env.action_size),
-                       env.observation_size, f"crl_distill_teacher_d{depth}")
+    model = trace_onnx(random_teacher_policy(env_name, depth, width, traceable=True),
+                       make(env_name).observation_size, f"crl_distill_teacher_d{depth}")
     atomic_write_bytes(path, model.SerializeToString())
     return path
 
@@ -112,8 +95,6 @@ def _export_random_teacher(env_name: str, depth: int, path: Path, width: int = 2
 def _local_source(meta: dict, key: str, dirs: list[Path]) -> Path | None:
     """The file an export was made from, found by the name it records in one of `dirs`, and
     only if its bytes still hash to what was recorded (exports keep names, not paths)."""
-    from crl_distill.fileio import file_sha256
-
     name, want = meta.get(key), meta.get(f"{key}_sha256")
     if not isinstance(name, str) or not name or Path(name).name != name:
         return None
@@ -135,28 +116,17 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
     teacher_source: a teacher run or checkpoint (default: the one the export records, found by
     name and hash beside the students); without one, the teacher rows are left out.
     """
-    import tempfile
-
-    from crl_distill.export.onnx_export import export, resolve
-    from crl_distill.teacher.train import load_teacher
-
     work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
     src = Path(student_source)
     if src.suffix == ".onnx":
-        from crl_distill.runtime import read_metadata
-
-        student_onnx, student = src, None
         meta = read_metadata(src)  # validates the file and its metadata
         # Beside the file (export's default), or the pipeline's layout (OUT/students/).
         found = _local_source(meta, "source", [src.parent, src.parent / "students"])
-        student = resolve(found) if found else None
+        student_onnx, student = src, load_artifact(found) if found else None
     else:
         res = export(src, out=work / "student.onnx", episodes=16)
-        student_onnx, student = res.path, res.exportable
+        student_onnx, student = res.path, res.artifact
     if teacher_source is None:
-        from crl_distill.runtime import read_metadata
-        from crl_distill.teacher.run_dir import checkpoint_dir
-
         # RUN/students/ (distill's default) or OUT/teacher/ beside OUT/students/ (the pipeline).
         sdir = student.source.parent if student is not None else src.parent
         teacher_source = _local_source(read_metadata(student_onnx), "teacher_source", [
@@ -166,19 +136,15 @@ def run_latency_benchmark(student_source: str | Path, teacher_source: str | Path
                            onnx_deep=onnx_deep, work_dir=work, budget_s=budget_s, log=log)
 
 
-def measure_latency(student_onnx: Path, student: Any | None = None, teacher: Any | None = None,
+def measure_latency(student_onnx: Path, student: Artifact | None = None,
+                    teacher: Teacher | None = None,
                     deep_depth: int = 1000, onnx_deep: bool = True,
                     work_dir: str | Path | None = None, budget_s: float = 4.0,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """The latency table from what a caller already holds: the exported student file, the
-    student's `Exportable` (its JAX row; None leaves it out) and a loaded `Teacher` (its JAX
-    row and its ONNX row, traced here without the export gates; None leaves them out)."""
-    import tempfile
-
-    from crl_distill.export.onnx_export import teacher_exportable, trace_ungated
-    from crl_distill.fileio import atomic_write_bytes
-    from crl_distill.runtime import OnnxPolicy
-
+    student as an artifact (its JAX row; None leaves it out) and a loaded `Teacher` acting as
+    its actor (its JAX row and its ONNX row, traced here without the export gates; None leaves
+    them out)."""
     work = Path(work_dir or tempfile.mkdtemp(prefix="crl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     meta = OnnxPolicy(student_onnx).metadata  # validates the file and its metadata
@@ -194,14 +160,14 @@ def measure_latency(student_onnx: Path, student: Any | None = None, teacher: Any
     add(f"onnx student {meta['name']} (session.run)", onnx_raw_runner(student_onnx), kind="onnx",
         role="student")
     if student is not None:
-        add(f"jax student {meta['name']}", jax_runner(student.policy), kind="jax",
+        add(f"jax student {meta['name']}", jax_runner(student.policy()), kind="jax",
             role="student")
     if teacher is not None:
-        t_eval = teacher_exportable(teacher, traceable=False)
-        add(f"jax {t_eval.name}", jax_runner(t_eval.policy), kind="jax", role="teacher")
-        traced = trace_ungated(teacher_exportable(teacher), "traced for latency only")
+        t = teacher_artifact(teacher)
+        add(f"jax {t.name}", jax_runner(t.policy()), kind="jax", role="teacher")
+        traced = trace_ungated(t, "traced for latency only")
         t_onnx = atomic_write_bytes(work / "teacher.onnx", traced.SerializeToString())
-        add(f"onnx {t_eval.name}", onnx_runner(t_onnx), kind="onnx", role="teacher")
+        add(f"onnx {t.name}", onnx_runner(t_onnx), kind="onnx", role="teacher")
     add(f"jax teacher-d{deep_depth} (random weights)",
         jax_runner(random_teacher_policy(env_name, deep_depth)), kind="jax", role="deep_teacher")
     if onnx_deep:
@@ -227,9 +193,6 @@ def measure_latency(student_onnx: Path, student: Any | None = None, teacher: Any
 
 
 def print_latency_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"inference latency on {result['env']} (batch 1, one thread)")
     for col in ("model", "p50 us", "p99 us", "max us", "obs/s @64", "obs/s @1024"):
         table.add_column(col, justify="right" if col != "model" else "left")
@@ -249,10 +212,8 @@ def print_latency_table(result: dict[str, Any]) -> None:
 
 
 def plot_latency(result: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the backend that needs no display
 
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,10 +173,19 @@ class Student:
     def policy_apply(self, policy_params: Any, obs: jax.Array) -> jax.Array:
         return deterministic_policy(self.modules.policy, policy_params)(obs)
 
-    def policy_fn(self):
-        """A jittable obs [B, O] -> action [B, A] closure over the parameters."""
+    def policy(self) -> Callable[[jax.Array], jax.Array]:
+        """The deployed policy, a jittable obs [B, O] -> action [B, A] closed over the
+        parameters: what evaluation, export and latency run."""
         p = self.params["policy"]
         return lambda obs: self.policy_apply(p, obs)
+
+    def encoders(self) -> tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]:
+        """(phi: state_action [B, S + A] -> [B, D], psi: goal [B, G] -> [B, D]) closed over the
+        parameters (students distilled with encoders)."""
+        if not self.config.encoders:
+            raise CrlDistillError(f"student {self.config.name} has no encoders")
+        m, p = self.modules, self.params
+        return (lambda sa: m.phi.apply(p["phi"], sa)), (lambda g: m.psi.apply(p["psi"], g))
 
     def act(self, obs: Any) -> jax.Array:
         obs = jnp.asarray(obs, jnp.float32)
@@ -184,10 +194,8 @@ class Student:
         return a[0] if single else a
 
     def embed(self, state: Any, action: Any, goal: Any) -> tuple[jax.Array, jax.Array]:
-        if not self.config.encoders:
-            raise CrlDistillError(f"student {self.config.name} has no encoders")
-        phi = self.modules.phi.apply(self.params["phi"], jnp.concatenate([state, action], -1))
-        return phi, self.modules.psi.apply(self.params["psi"], goal)
+        phi, psi = self.encoders()
+        return phi(jnp.concatenate([state, action], -1)), psi(goal)
 
     @property
     def env_name(self) -> str:

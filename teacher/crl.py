@@ -20,19 +20,22 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from crl_distill.envs.base import EnvState, GoalEnv, auto_reset
-from crl_distill.teacher.config import (  # noqa: F401  (re-exported)
-    CONTRASTIVE_LOSSES,
-    ENERGIES,
-    TeacherConfig,
-    preset,
-)
-from crl_distill.teacher.networks import NetConfig, ResidualMLP, deterministic_policy, squash_log_std
+from crl_distill.evaluation import BatchPolicy, rollout_jax
+from crl_distill.teacher.acting import ACTOR, Acting
+from crl_distill.teacher.config import NetConfig, TeacherConfig
+from crl_distill.teacher.networks import ResidualMLP, squash_log_std, traceable_apply
+
+#: obs [B, O] -> (mean [B, A], log_std [B, A]) and the critic's two encoders, each a function of
+#: its input alone (the parameters closed over): how `acting_policy` sees a teacher's networks
+ActorFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+EncoderFn = Callable[[jax.Array], jax.Array]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,9 +49,13 @@ class Actor(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = ResidualMLP(self.cfg, 2 * self.action_size, name="net")(obs)
-        mean, raw = jnp.split(out, 2, axis=-1)
-        return mean, squash_log_std(raw)
+        return actor_head(ResidualMLP(self.cfg, 2 * self.action_size, name="net")(obs))
+
+
+def actor_head(out: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The actor trunk's output [.., 2A] -> (mean [.., A], log_std [.., A])."""
+    mean, raw = jnp.split(out, 2, axis=-1)
+    return mean, squash_log_std(raw)
 
 
 def make_networks(cfg: TeacherConfig, env: GoalEnv) -> tuple[Actor, ResidualMLP, ResidualMLP]:
@@ -85,6 +92,26 @@ def critic_choice(cand: jax.Array, state: jax.Array, goal: jax.Array, phi: Calla
     sa = jnp.concatenate([jnp.broadcast_to(state[:, None, :], (b, k, state.shape[-1])), cand], -1)
     score = energy_pairs(phi(sa), psi(goal)[:, None, :], energy)  # [B, K]
     return jnp.take_along_axis(cand, jnp.argmax(score, 1)[:, None, None], 1)[:, 0]
+
+
+def acting_policy(acting: Acting, actor: ActorFn, phi: EncoderFn | None, psi: EncoderFn | None,
+                  state_size: int, action_size: int, energy: str) -> BatchPolicy:
+    """The teacher as it acts (`teacher.acting`), obs [B, S + G] -> action [B, A]: tanh(mean),
+    or the critic's choice among `acting.samples` fixed candidates. The one definition behind
+    evaluation, labelling, export and the pipeline's comparison; the caller passes its own
+    network functions (flax modules for JAX, the unrolled forward for ONNX tracing)."""
+    if not acting.uses_critic:
+        return lambda obs: jnp.tanh(actor(obs)[0])
+    if phi is None or psi is None:
+        raise ValueError("acting with the critic needs phi and psi")
+    noise = selection_noise(acting.noise_seed, acting.samples, action_size)
+
+    def policy(obs: jax.Array) -> jax.Array:
+        mean, log_std = actor(obs)
+        return best_candidate(mean, log_std, obs[:, :state_size], obs[:, state_size:], noise, phi,
+                              psi, energy)
+
+    return policy
 
 
 def sample_action(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -340,20 +367,32 @@ class CRL:
         phi = self.phi.apply(critic["phi"], jnp.concatenate([state, action], -1))
         return phi, self.psi.apply(critic["psi"], goal)
 
-    def policy(self, actor: Any, obs: jax.Array) -> jax.Array:
-        """The deterministic policy used for evaluation and export: obs [B, O] -> [B, A]."""
-        return deterministic_policy(self.actor, actor)(obs)
+    def networks(self, params: dict, traceable: bool = False
+                 ) -> tuple[ActorFn, EncoderFn | None, EncoderFn | None]:
+        """The actor, phi and psi as functions of their inputs, closed over `params` =
+        {"actor": ..., "critic": {"phi": ..., "psi": ...}} (the critic may be absent).
 
-    def select_action(self, actor: Any, critic: Any, obs: jax.Array, noise: jax.Array
-                      ) -> jax.Array:
-        """Act with the critic: candidates tanh(mean + std * noise_k) for noise [K, A] (or
-        [B, K, A]), scored f(phi(s, a_k), psi(g)); returns each row's best candidate [B, A].
-        With a zero noise row among them, the deterministic action is always a candidate."""
-        s, g = obs[:, : self.env.state_size], obs[:, self.env.state_size:]
-        mean, log_std = self.actor.apply(actor, obs)
-        return best_candidate(mean, log_std, s, g, noise,
-                              lambda sa: self.phi.apply(critic["phi"], sa),
-                              lambda goal: self.psi.apply(critic["psi"], goal), self.cfg.energy)
+        `traceable=True`: the same functions over `apply_unrolled`, which traces with a
+        symbolic batch for ONNX (flax's nn.scan does not); the default compiles in constant
+        time at any depth."""
+        critic = params.get("critic")
+        if traceable:
+            # The actor's trunk is its submodule "net" (Actor above).
+            net = traceable_apply(self.cfg.actor, {"params": params["actor"]["params"]["net"]})
+            encoders = (None, None) if critic is None else (
+                traceable_apply(self.cfg.critic, critic["phi"]),
+                traceable_apply(self.cfg.critic, critic["psi"]))
+            return (lambda obs: actor_head(net(obs))), *encoders
+        return (lambda obs: self.actor.apply(params["actor"], obs),
+                None if critic is None else lambda sa: self.phi.apply(critic["phi"], sa),
+                None if critic is None else lambda g: self.psi.apply(critic["psi"], g))
+
+    def acting_policy(self, params: dict, acting: Acting = ACTOR, traceable: bool = False
+                      ) -> BatchPolicy:
+        """The teacher as it acts (`acting_policy` over `networks(params, traceable)`):
+        obs [B, O] -> action [B, A]."""
+        return acting_policy(acting, *self.networks(params, traceable), self.env.state_size,
+                             self.env.action_size, self.cfg.energy)
 
     # -- losses -------------------------------------------------------------------------------
     def critic_loss(self, critic: Any, batch: dict) -> tuple[jax.Array, dict]:
@@ -410,8 +449,12 @@ class CRL:
             if random_actions:
                 a = jax.random.uniform(k_act, (n, env.action_size), minval=-1.0, maxval=1.0)
             elif self.cfg.act_samples > 1 and critic is not None:
+                # Fresh noise every step: collection explores, evaluation's Acting does not.
                 noise = jax.random.normal(k_act, (n, self.cfg.act_samples, env.action_size))
-                a = self.select_action(actor, critic, s.obs, noise)
+                mean, log_std = self.actor.apply(actor, s.obs)
+                _, phi, psi = self.networks({"actor": actor, "critic": critic})
+                a = best_candidate(mean, log_std, s.obs[:, :env.state_size],
+                                   s.obs[:, env.state_size:], noise, phi, psi, self.cfg.energy)
             else:
                 mean, log_std = self.actor.apply(actor, s.obs)
                 a, _ = sample_action(k_act, mean, log_std)
@@ -468,10 +511,8 @@ class CRL:
 
     def evaluate(self, actor: Any, key: jax.Array) -> dict[str, jax.Array]:
         """Deterministic actor on `num_eval_envs` fresh episodes: mean eval metrics."""
-        from crl_distill.evaluation import rollout_jax
-
         keys = jax.random.split(key, self.cfg.num_eval_envs)
-        per_ep = rollout_jax(self.env, lambda obs: self.policy(actor, obs), keys)
+        per_ep = rollout_jax(self.env, self.acting_policy({"actor": actor}), keys)
         return jax.tree_util.tree_map(jnp.mean, per_ep)
 
 
@@ -482,8 +523,6 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-    import numpy as np
-
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
 
 

@@ -20,6 +20,10 @@ from crl_distill.teacher.config import LAYERS_PER_BLOCK, NetConfig  # noqa: F401
 
 ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# Deeper nets trace as one lax.scan over blocks (one ONNX Loop). Up to here the forward is
+# unrolled: with native LayerNormalization it runs ~3x faster in onnxruntime (depth 1000: 28 vs
+# 96 ms at batch 1) at the cost of a longer export (65 vs 12 s).
+UNROLL_MAX_DEPTH = 1024
 
 
 def deterministic_policy(head: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
@@ -140,3 +144,10 @@ def apply_unrolled(cfg: NetConfig, params: Any, x: jax.Array, scan: bool = False
             h, _ = block(h, jax.tree_util.tree_map(lambda a, b=b: a[b], params["blocks"]))
     out = params["output"]
     return h.astype(jnp.float32) @ out["kernel"] + out["bias"]
+
+
+def traceable_apply(cfg: NetConfig, module_params: Any) -> Callable[[jax.Array], jax.Array]:
+    """`ResidualMLP(cfg)` with flax parameters {"params": ...} as a function of its input that
+    traces with a symbolic batch (`apply_unrolled`; one Loop past `UNROLL_MAX_DEPTH`)."""
+    return lambda x: apply_unrolled(cfg, module_params["params"], x,
+                                    scan=cfg.depth > UNROLL_MAX_DEPTH)

@@ -22,9 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from crl_distill.envs import make
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.teacher.config import NetConfig, TeacherConfig
+from crl_distill.teacher.crl import CRL, Carry
+from crl_distill.teacher.run_dir import package_versions, write_imported
 
 FORMATS = ("auto", "scaling-crl", "jaxgcrl")
 
@@ -169,8 +174,6 @@ def infer_layout(tree: Any, n_outputs: int, what: str) -> Layout:
 
 def net_config(layout: Layout, fmt: str, skip: int, activation: str):
     """Our NetConfig for a reference network; refuses skip patterns we cannot express."""
-    from crl_distill.teacher.networks import NetConfig
-
     depth = layout.n_hidden - 1
     if fmt == "scaling-crl":
         if not layout.layer_norm or depth % 4:
@@ -226,13 +229,6 @@ def import_reference(path: str | Path, env: str, out: str | Path, fmt: str = "au
                      skip_connections: int = 4, activation: str = "swish",
                      energy: str = "l2") -> Path:
     """Convert a reference .pkl into a crl-distill teacher run directory at `out`."""
-    import jax
-
-    from crl_distill.envs import make
-    from crl_distill.teacher.crl import CRL, Carry, TeacherConfig
-    from crl_distill.teacher.run_dir import write_imported
-    from crl_distill.teacher.train import package_versions
-
     require_choice("format", fmt, FORMATS)
     target_env = make(env)
     obj = safe_load_pickle(path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, save_pytree
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
-from crl_distill.teacher.crl import Carry, TeacherConfig
+from crl_distill.teacher.config import TeacherConfig
+from crl_distill.teacher.crl import Carry
 
 CHECKPOINT_FORMAT = "crl-distill-teacher"
 REPLAY_FORMAT = "crl-distill-teacher-replay"
@@ -46,6 +48,16 @@ BEST = "best.npz"
 CHECKPOINTS = "checkpoints"
 REPLAY_REQUEST = "save-replay"
 _REPLAY_RE = re.compile(r"replay-(\d{6})-p(\d+)of(\d+)\.npz")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"crl-distill": __version__}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

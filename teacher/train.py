@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,21 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, read_meta
 from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import BatchPolicy
 from crl_distill.fileio import atomic_write
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
-from crl_distill.teacher.crl import (
-    CRL,
-    Carry,
-    TeacherConfig,
-    carry_shardings,
-    make_mesh,
-    selection_noise,
-)
+from crl_distill.teacher.acting import ACTOR, Acting
+from crl_distill.teacher.config import TeacherConfig
+from crl_distill.teacher.crl import CRL, Carry, carry_shardings, make_mesh
 from crl_distill.teacher.networks import param_count
+from crl_distill.teacher.reference_import import import_reference
 from crl_distill.teacher.run_dir import (
     CHECKPOINT_FORMAT,
     RunWriter,
@@ -41,6 +38,7 @@ from crl_distill.teacher.run_dir import (
     find_teacher_checkpoint,
     is_run_dir,
     load_latest,
+    package_versions,
     read_metrics,
     read_run_config,
     read_run_info,
@@ -57,18 +55,6 @@ REFILL_STREAM = 1 << 20
 
 class NonFiniteError(CrlDistillError):
     """Training produced NaN/inf; the last good checkpoint is left untouched."""
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"crl-distill": __version__}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
 
 
 def teacher_param_counts(cfg: TeacherConfig, env: GoalEnv) -> dict[str, int]:
@@ -220,10 +206,11 @@ def train_teacher(
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class Teacher:
-    """A trained teacher: `act(obs)` (deterministic), `embed(state, action, goal)`.
+    """A trained teacher: `policy(acting)` is the teacher as it acts, `act(obs)` its actor,
+    `embed(state, action, goal)` its critic's encoders.
 
     `params` = {"actor": ..., "critic": {"phi": ..., "psi": ...}}; `crl` holds the pure
-    functions, so `jax.jit(lambda p, o: teacher.crl.policy(p["actor"], o))` is the policy.
+    functions. `source` is the file it was loaded from (a reference .pkl for an import).
     """
 
     config: TeacherConfig
@@ -234,26 +221,21 @@ class Teacher:
     epoch: int
 
     def __post_init__(self) -> None:
-        self._act = jax.jit(self.crl.policy)
+        self._act = jax.jit(lambda params, obs: self.crl.acting_policy(params)(obs))
         self._embed = jax.jit(self.crl.embed)
+
+    def policy(self, acting: Acting = ACTOR, traceable: bool = False) -> BatchPolicy:
+        """The teacher as it acts (`teacher.acting`): a jittable obs [B, O] -> action [B, A]
+        closed over the parameters. `traceable=True` builds the same policy over the
+        unrolled networks, for ONNX tracing."""
+        return self.crl.acting_policy(self.params, acting, traceable)
 
     def act(self, obs: Any) -> jax.Array:
         """obs [B, obs_size] (or [obs_size]) -> deterministic action tanh(mean)."""
         obs = jnp.asarray(obs, jnp.float32)
         single = obs.ndim == 1
-        a = self._act(self.params["actor"], obs[None] if single else obs)
+        a = self._act({"actor": self.params["actor"]}, obs[None] if single else obs)
         return a[0] if single else a
-
-    def policy_fn(self, act_samples: int = 1, seed: int = 0) -> Callable[[jax.Array], jax.Array]:
-        """A jittable obs [B, O] -> action [B, A] closure over the parameters: the deterministic
-        actor, or with `act_samples` K > 1 the best of K candidates under the critic (a fixed
-        noise set drawn from `seed`, so the policy is deterministic)."""
-        actor = self.params["actor"]
-        if act_samples <= 1:
-            return lambda obs: self.crl.policy(actor, obs)
-        noise = selection_noise(seed, act_samples, self.env.action_size)
-        critic = self.params["critic"]
-        return lambda obs: self.crl.select_action(actor, critic, obs, noise)
 
     def embed(self, state: Any, action: Any, goal: Any) -> tuple[jax.Array, jax.Array]:
         """-> phi(s, a) [B, repr_dim], psi(g) [B, repr_dim]."""
@@ -265,20 +247,37 @@ class Teacher:
         return teacher_param_counts(self.config, self.env)
 
 
-def load_teacher(path: str | Path) -> Teacher:
-    """Load a teacher from a run directory or checkpoint file written by `train_teacher`."""
+def load_teacher(path: str | Path, env: str | None = None) -> Teacher:
+    """A teacher from a run directory, a checkpoint written by `train_teacher`, or a reference
+    scaling-crl / JaxGCRL `.pkl` (converted on the fly; it needs `env`, which the pickle does
+    not record). `env`, when given, must be the teacher's."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        return _load_reference(path, env)
     ckpt = find_teacher_checkpoint(path)
     meta = read_meta(ckpt, CHECKPOINT_FORMAT)
     try:
         cfg = TeacherConfig.from_dict(meta["teacher"])
     except (KeyError, TypeError) as e:
         raise CrlDistillError(f"{ckpt}: corrupt teacher config in header ({e})") from None
-    env = make(cfg.env)
-    crl = CRL(cfg, env)
+    if env is not None and env != cfg.env:
+        raise CrlDistillError(f"env mismatch: the teacher was trained on {cfg.env!r}, not {env!r}")
+    goal_env = make(cfg.env)
+    crl = CRL(cfg, goal_env)
     restored, _ = load_pytree(ckpt, _carry_subset_template(crl), CHECKPOINT_FORMAT)
     params = {"actor": restored.train.actor, "critic": restored.train.critic}
-    return Teacher(config=cfg, env=env, params=jax.device_put(params), crl=crl, source=ckpt,
+    return Teacher(config=cfg, env=goal_env, params=jax.device_put(params), crl=crl, source=ckpt,
                    epoch=int(meta.get("epoch", 0)))
+
+
+def _load_reference(path: Path, env: str | None) -> Teacher:
+    if env is None:
+        raise CrlDistillError(f"{path}: a reference .pkl needs --env (it does not record its "
+                              f"environment)")
+    run = import_reference(path, env, Path(tempfile.mkdtemp(prefix="crl-import-")) / "run")
+    teacher = load_teacher(run)
+    teacher.source = path
+    return teacher
 
 
 def _carry_subset_template(crl: CRL) -> Carry:

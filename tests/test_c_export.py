@@ -10,7 +10,7 @@ import pytest
 from crl_distill.distill import DistillConfig, distill
 from crl_distill.errors import CrlDistillError
 from crl_distill.export import c_export, export
-from crl_distill.export.onnx_export import _ort_session
+from crl_distill.export.gates import ort_session
 from crl_distill.student import parse_students
 
 SMALL = DistillConfig(iterations=2, num_envs=16, steps_per_iter=25, sgd_steps_per_iter=40,
@@ -71,7 +71,7 @@ def test_gate_catches_an_altered_weight(students, tmp_path):
     assert altered != source
     obs = np.random.default_rng(0).normal(size=(1000, 4)).astype(np.float32)
     with pytest.raises(CrlDistillError, match="C differs from the ONNX file"):
-        c_export.c_gates(header, altered, _ort_session(res.path.read_bytes()), obs, [])
+        c_export.c_gates(header, altered, ort_session(res.path.read_bytes()), obs, [])
 
 
 def test_missing_compiler_and_teacher_source_are_one_line_errors(students, tmp_path):

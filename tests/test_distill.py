@@ -110,7 +110,7 @@ def test_distill_writes_report_and_loadable_students(fixed_teacher, tmp_path):
     s = load_student(res.student_paths["2x32"])
     assert s.config == StudentConfig(2, 32, encoders=True, repr_dim=16) and s.env_name == "pointmaze_u"
     obs = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
-    np.testing.assert_allclose(s.act(obs), s.policy_fn()(obs), atol=1e-6)
+    np.testing.assert_allclose(s.act(obs), s.policy()(obs), atol=1e-6)
     phi, psi = s.embed(obs[:, :2], s.act(obs), obs[:, 2:])
     assert phi.shape == (5, 16) and psi.shape == (5, 16)  # the teacher's repr_dim
 

@@ -9,10 +9,12 @@ import pytest
 from helpers import fixed_teacher
 from typer.testing import CliRunner
 
+from crl_distill.artifacts import load_artifact
 from crl_distill.cli import app
 from crl_distill.distill import DistillConfig, distill
-from crl_distill.export import GateError, export, resolve, run_gates
-from crl_distill.export.onnx_export import trace_policy
+from crl_distill.evaluation import evaluate_artifact
+from crl_distill.export import GateError, export, run_gates
+from crl_distill.export.trace import trace_policy
 from crl_distill.runtime import OnnxPolicy, PolicyError, PolicyInputError, read_metadata
 
 
@@ -66,11 +68,11 @@ def test_metadata_round_trips_and_golden_pairs_reproduce(exported):
 @pytest.mark.parametrize("batch", [1, 2, 7, 64])
 def test_runtime_batch_sizes_match_jax(exported, student_dir, batch):
     policy = OnnxPolicy(exported.path)
-    ex = resolve(student_dir)
+    ex = load_artifact(student_dir)
     obs = np.random.default_rng(batch).normal(size=(batch, 4)).astype(np.float32) * 3
     got = policy.act(obs)
     assert got.shape == (batch, 2) and got.dtype == np.float32
-    np.testing.assert_allclose(got, np.asarray(ex.policy(obs)), atol=1e-5)
+    np.testing.assert_allclose(got, np.asarray(ex.policy()(obs)), atol=1e-5)
     np.testing.assert_allclose(policy.act(state=obs[:, :2], goal=obs[:, 2:]), got, atol=1e-6)
 
 
@@ -102,7 +104,7 @@ def test_runtime_rejects_bad_inputs_with_one_line_errors(exported):
 
 
 def test_gates_catch_a_corrupted_weight(student_dir):
-    ex = resolve(student_dir)
+    ex = load_artifact(student_dir)
     model = trace_policy(ex)
     biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
     w = onnx.numpy_helper.to_array(biggest).copy()
@@ -183,10 +185,9 @@ def test_cuda_request_falls_back_quietly(exported):
 
 
 def test_eval_matches_across_artifacts(exported, student_dir):
-    from crl_distill.export.onnx_export import evaluate_artifact
 
-    a = evaluate_artifact(exported.path, episodes=16)
-    b = evaluate_artifact(student_dir / exported.report["source"], episodes=16)
+    a = evaluate_artifact(load_artifact(exported.path), episodes=16)
+    b = evaluate_artifact(load_artifact(student_dir / exported.report["source"]), episodes=16)
     assert a["success_any"] == b["success_any"] and a["time_at_goal"] == pytest.approx(
         b["time_at_goal"], abs=1e-6)
     assert jax.numpy.isfinite(a["final_dist"])

@@ -161,7 +161,7 @@ def test_sim_mujoco_bad_inputs_are_one_line(tmp_path, reacher_onnx):
 def test_a_file_without_a_native_model_or_for_another_robot_is_refused(tmp_path, reacher_onnx):
     import onnx
 
-    from crl_distill.export.onnx_export import METADATA_PREFIX
+    from crl_distill.runtime import METADATA_PREFIX
 
     for change, match in ((None, "has no native MuJoCo model"),
                           ("ant", "native model is for 'ant'")):

@@ -103,8 +103,9 @@ def test_reduced_student_records_its_spec_and_acts_on_its_own_input(reduced_stud
 
 
 def test_reduced_student_exports_and_runs_from_the_file(reduced_students, tmp_path):
+    from crl_distill.artifacts import load_artifact
+    from crl_distill.evaluation import evaluate_artifact
     from crl_distill.export import export
-    from crl_distill.export.onnx_export import evaluate_artifact
     from crl_distill.runtime import OnnxPolicy
 
     res = export(reduced_students.student_paths["1x16"], out=tmp_path / "p.onnx", episodes=16)
@@ -126,8 +127,9 @@ def test_reduced_student_exports_and_runs_from_the_file(reduced_students, tmp_pa
     raw = policy.session.run(None, {"obs": np.array([[0.7, 0.5, 1.0, 2.0]], np.float32)})[0]
     np.testing.assert_allclose(second, np.clip(raw, -1, 1), atol=1e-6)
     # From the env's full observation, the file reproduces the JAX student's evaluation.
-    onnx = evaluate_artifact(res.path, episodes=16)
-    jax_eval = evaluate_artifact(reduced_students.student_paths["1x16"], episodes=16)
+    onnx = evaluate_artifact(load_artifact(res.path), episodes=16)
+    jax_eval = evaluate_artifact(load_artifact(reduced_students.student_paths["1x16"]),
+                                 episodes=16)
     assert abs(onnx["success_any"] - jax_eval["success_any"]) <= 1 / 16
     assert abs(onnx["time_at_goal"] - jax_eval["time_at_goal"]) <= 0.05 * max(1.0, jax_eval["time_at_goal"])
 

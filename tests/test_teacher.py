@@ -194,7 +194,7 @@ def test_loader_gives_a_callable_policy_and_embeddings(tiny_run):
     assert t.act(obs[0]).shape == (2,)
     phi, psi = t.embed(obs[:, :2], a, obs[:, 2:])
     assert phi.shape == (3, 64) and psi.shape == (3, 64)  # repr_dim
-    np.testing.assert_allclose(t.policy_fn()(obs), a, atol=1e-6)
+    np.testing.assert_allclose(t.policy()(obs), a, atol=1e-6)
 
 
 def test_loader_rejects_foreign_and_corrupt_files(tiny_run, tmp_path):
