@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -101,8 +102,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in chunks (checkpoints can be large)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

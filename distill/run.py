@@ -225,18 +225,6 @@ class StudentRun:
         return path
 
 
-def train_student(teacher: Teacher, scfg: StudentConfig, dcfg: DistillConfig,
-                  log: Callable[[dict], None] | None = None,
-                  progress_path: Path | None = None) -> tuple[dict, list[dict], dict]:
-    """Run the data/SGD loop for one student outside a student set; returns its params,
-    per-iteration logs and the per-element range of the inputs it was trained on."""
-    run = StudentRun(teacher, scfg, dcfg, Path("."))
-    if progress_path is not None:
-        run.progress_path = progress_path
-    run.train(log, checkpoint=progress_path is not None)
-    return run.params, run.history, run.obs_range
-
-
 def distill(
     teacher: str | Path | Teacher,
     students: str | list[StudentConfig] = "2x64,2x256",

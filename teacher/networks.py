@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crl_distill.teacher.config import LAYERS_PER_BLOCK, NetConfig  # noqa: F401  (re-exported)
+from crl_distill.teacher.config import NetConfig
 
 ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0

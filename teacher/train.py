@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crl_distill.checkpoint import load_pytree, read_meta
 from crl_distill.envs import GoalEnv, make
@@ -299,14 +300,6 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
             self.p = Progress(TextColumn("[bold]teacher[/] {task.fields[env]}"), BarColumn(),
                               MofNCompleteColumn(), TextColumn("env steps"), TimeElapsedColumn(),
                               TextColumn("{task.fields[info]}"), transient=False)

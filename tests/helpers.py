@@ -7,8 +7,8 @@ from pathlib import Path
 import jax
 
 from crl_distill.envs import make
-from crl_distill.teacher.crl import CRL, TeacherConfig
-from crl_distill.teacher.networks import NetConfig
+from crl_distill.teacher.config import NetConfig, TeacherConfig
+from crl_distill.teacher.crl import CRL
 from crl_distill.teacher.train import Teacher
 
 

@@ -17,8 +17,8 @@ from crl_distill.cli import main
 from crl_distill.distill import DistillConfig, distill
 from crl_distill.export import export
 from crl_distill.runtime import OnnxPolicy, PolicyError
-from crl_distill.teacher.crl import CRL, TeacherConfig
-from crl_distill.teacher.networks import NetConfig
+from crl_distill.teacher.config import NetConfig, TeacherConfig
+from crl_distill.teacher.crl import CRL
 from crl_distill.teacher.train import NonFiniteError, train_teacher
 
 MICRO = dict(env="pointmaze_u", actor=NetConfig(4, 32), critic=NetConfig(4, 32), num_envs=16,
@@ -201,22 +201,22 @@ def test_killed_distillation_resumes_from_its_last_iteration(artifacts, tmp_path
 
     import crl_distill.distill.run as run_mod
 
-    real = run_mod.train_student
+    real = run_mod.StudentRun.train
     calls = {"n": 0}
 
-    def killing(*args, log=None, **kw):
+    def killing(self, log=None, **kw):
         def kill_after_first(row):
             calls["n"] += 1
             if row["iteration"] == 1:
                 raise Killed
-        return real(*args, log=kill_after_first, **kw)
+        return real(self, log=kill_after_first, **kw)
 
-    run_mod.train_student = killing
+    run_mod.StudentRun.train = killing
     try:
         with pytest.raises(Killed):
             distill(artifacts["run"], students="1x16", out=out, config=DCFG, progress=False)
     finally:
-        run_mod.train_student = real
+        run_mod.StudentRun.train = real
     progress = out / ".progress" / "student-1x16.npz"
     assert progress.is_file() and not (out / "student-1x16.npz").exists()
     stale = out / ".progress" / ".student-1x16.npz.abc.tmp"  # as a write killed mid-way leaves

@@ -11,6 +11,7 @@ import pytest
 
 from crl_distill.envs.pointmaze import PointMaze
 from crl_distill.errors import CrlDistillError
+from crl_distill.teacher.config import NetConfig
 from crl_distill.teacher.crl import (
     CRL,
     Replay,
@@ -22,7 +23,7 @@ from crl_distill.teacher.crl import (
     sample_hindsight,
     truncated_geometric,
 )
-from crl_distill.teacher.networks import NetConfig, ResidualMLP, apply_unrolled, param_count
+from crl_distill.teacher.networks import ResidualMLP, apply_unrolled, param_count
 from crl_distill.teacher.train import load_teacher, train_teacher
 
 # Small enough for CI, large enough to learn: ~20 s, success_any ~0.4 vs ~0.1 untrained.
@@ -303,8 +304,8 @@ def test_two_devices_match_one_device():
     script = textwrap.dedent(f"""
         import json, jax
         from crl_distill.envs import make
-        from crl_distill.teacher.crl import CRL, TeacherConfig, carry_shardings, make_mesh
-        from crl_distill.teacher.networks import NetConfig
+        from crl_distill.teacher.config import NetConfig, TeacherConfig
+        from crl_distill.teacher.crl import CRL, carry_shardings, make_mesh
         cfg = TeacherConfig(**{{**{TINY!r}, "actor": NetConfig(4, 64), "critic": NetConfig(4, 64),
                                 "iters_per_epoch": 2, "batch_size": 64}})
         env = make(cfg.env)
