@@ -6,22 +6,29 @@ this module does real work, so a notebook user calls the same functions the CLI 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sys
+import typing
+from collections.abc import Callable, Collection
+from inspect import Parameter, Signature, cleandoc, signature  # `inspect` is a command here
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
-from crl_distill.distill.config import DEFAULTS as _DD
-from crl_distill.distill.config import field_help as _dh
+from crl_distill.distill.config import DistillConfig
+from crl_distill.distill.config import field_help as distill_help
 from crl_distill.distributed import DEFAULT_TIMEOUT_S
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.loggers import DEFAULT_LOGGER
-from crl_distill.teacher.config import PAPER as _TD
-from crl_distill.teacher.config import preset_help as _ph
+from crl_distill.teacher.config import PRESET_FIELDS, NetConfig, TeacherConfig
+from crl_distill.teacher.config import field_help as teacher_help
 
 app = typer.Typer(
     add_completion=False,
@@ -38,8 +45,115 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _not_implemented(stage: str) -> NoReturn:
-    _fail(f"`crl-distill {stage}` is not implemented yet", code=1)
+def _unwrap(doc: str) -> str:
+    """`doc` with each paragraph on one line. Typer's rich mode keeps a docstring's hard line
+    breaks and rich then wraps again at the terminal's width, which breaks lines mid-sentence;
+    a paragraph starting with \\b (click's "keep as typed") stays as it is."""
+    paragraphs = cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
+class _Command(TyperCommand):
+    """Every command's help as written: paragraphs unwrapped (rich wraps them), option help
+    escaped (a default shown as "[runs/<env>-<time>]" is text, not rich markup to drop)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = escape(_unwrap(self.help))
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)  # type: ignore[attr-defined]
+
+
+def _command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return app.command(name, cls=_Command)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfigOptions:
+    """The CLI options of a config dataclass's fields, built from each field's `setting`
+    (crl_distill.settings): its default, its help (through `help`), its flag where that is not
+    `--field-name`, a switch (--bf16 sets dtype "bfloat16"). Fields with `no_cli` have none.
+
+    unset:  fields whose option defaults to None, "let the machine preset decide".
+    expand: a field replaced by the options of another config's fields, at its place
+            (TeacherConfig.actor -> NetConfig's options, which set both networks).
+    """
+
+    cls: type
+    help: Callable[[str], str]
+    unset: Collection[str] = ()
+    expand: dict[str, type] = dataclasses.field(default_factory=dict)
+
+    def fields(self) -> list[tuple[type, dataclasses.Field]]:
+        out: list[tuple[type, dataclasses.Field]] = []
+        for f in dataclasses.fields(self.cls):
+            if f.name in self.expand:
+                out += [(self.expand[f.name], g) for g in dataclasses.fields(self.expand[f.name])
+                        if g.metadata.get("no_cli") is None]
+            elif f.metadata.get("no_cli") is None:
+                out.append((self.cls, f))
+        return out
+
+    def parameters(self) -> list[Parameter]:
+        params = []
+        hints = {cls: typing.get_type_hints(cls) for cls in (self.cls, *self.expand.values())}
+        for cls, f in self.fields():
+            kind, default = hints[cls][f.name], f.default
+            if f.metadata["switch"] is not None:
+                kind, default = bool, False
+            elif f.name in self.unset:
+                kind, default = kind | None, None
+            decls = [f.metadata["flag"]] if f.metadata["flag"] else []
+            option = typer.Option(*decls, help=self.help(f.name))
+            params.append(Parameter(f.name, Parameter.KEYWORD_ONLY, default=default,
+                                    annotation=Annotated[kind, option]))
+        return params
+
+    def values(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Takes this config's options out of a command's `kwargs`, as field values (a switch
+        given: its value; not given: the field's default; None: unset)."""
+        out = {}
+        for _, f in self.fields():
+            value = kwargs.pop(f.name)
+            if f.metadata["switch"] is not None:
+                value = f.metadata["switch"] if value else f.default
+            out[f.name] = value
+        return out
+
+
+def _with_config_options(*groups: _ConfigOptions) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorates a command whose parameter `settings` stands for the groups' options: typer sees
+    them in its place, and the command gets them as `settings`, a {field: value} dict."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        generated = [p for g in groups for p in g.parameters()]
+        params: list[Parameter] = []
+        for p in signature(fn, eval_str=True).parameters.values():
+            params += generated if p.name == "settings" else [p.replace(kind=p.KEYWORD_ONLY)]
+        names = [p.name for p in params]
+        if len(set(names)) != len(names) or not {p.name for p in generated} <= set(names):
+            raise TypeError(f"{fn.__name__}: an option name twice, or no `settings`: {names}")
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            settings: dict[str, Any] = {}
+            for g in groups:
+                settings.update(g.values(kwargs))
+            return fn(settings=settings, **kwargs)
+
+        command.__signature__ = Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+#: the options of `crl-distill teacher` / `student` that set config fields
+_TEACHER_OPTIONS = _ConfigOptions(TeacherConfig, teacher_help, unset=PRESET_FIELDS,
+                                  expand={"actor": NetConfig})
+_STUDENT_OPTIONS = _ConfigOptions(DistillConfig, distill_help)
 
 
 PAPER_DIFFERENCES = (
@@ -49,7 +163,7 @@ PAPER_DIFFERENCES = (
 )
 
 
-@app.command()
+@_command()
 def envs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="Also state/goal sizes and backend.")] = False,
@@ -101,63 +215,30 @@ WandbProjectOpt = Annotated[str | None, typer.Option(help="W&B project [crl-dist
 WandbNameOpt = Annotated[str | None, typer.Option(help="W&B run name [the directory's name].")]
 
 
+# options of several commands, their help typed once
+EvalSeedOpt = Annotated[int, typer.Option(help="Evaluation seed.")]
+ActSamplesOpt = Annotated[int, typer.Option(
+    help="Teacher acts with its critic: best of K actor candidates [1 = the actor].")]
+OnnxFileArg = Annotated[Path, typer.Argument(help="Exported policy (.onnx).")]
+
+
 def _live(logger: str, project: str | None, name: str | None) -> dict[str, Any]:
     return {"logger": logger, "logger_options": {k: v for k, v in
                                                  (("project", project), ("name", name)) if v}}
 
 
-@app.command()
+@_command()
+@_with_config_options(_TEACHER_OPTIONS)
 def teacher(
-    env: Annotated[str, typer.Option(help="Environment name (see `crl-distill envs`).")] = _TD.env,
-    depth: Annotated[int, typer.Option(help="Dense layers in residual blocks (multiple of 4), "
-                                       "actor and critic.")] = _TD.actor.depth,
+    *,
+    settings: dict[str, Any],
     actor_depth: Annotated[int | None, typer.Option(help="Override the actor's depth.")] = None,
     critic_depth: Annotated[int | None, typer.Option(help="Override phi/psi depth.")] = None,
-    width: Annotated[int | None, typer.Option(help=f"Hidden width [{_TD.actor.width}].")] = None,
     total_env_steps: Annotated[int | None, typer.Option(
         help="Env steps to train for (sets --epochs).")] = None,
-    num_envs: Annotated[int | None, typer.Option(help="Parallel envs " + _ph("num_envs") + ".")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"SGD batch [{_TD.batch_size}].")] = None,
-    epochs: Annotated[int | None, typer.Option(
-        help="Epochs (eval + checkpoint after each) " + _ph("epochs") + ".")] = None,
-    unroll_length: Annotated[int | None, typer.Option(
-        help="Env steps per env per iteration " + _ph("unroll_length") + ".")] = None,
-    updates_per_iter: Annotated[int | None, typer.Option(
-        help="SGD steps per iteration " + _ph("updates_per_iter") + ".")] = None,
-    iters_per_epoch: Annotated[int | None, typer.Option(
-        help="Iterations per epoch " + _ph("iters_per_epoch") + ".")] = None,
-    num_eval_envs: Annotated[int | None, typer.Option(
-        help="Evaluation episodes per epoch " + _ph("num_eval_envs") + ".")] = None,
-    learning_rate: Annotated[float | None, typer.Option(
-        "--lr", help=f"Adam learning rate [{_TD.learning_rate:g}].")] = None,
-    act_samples: Annotated[int | None, typer.Option(
-        help=f"Collect data acting with the critic: best of K actor samples "
-             f"[{_TD.act_samples}].")] = None,
-    alpha_lr: Annotated[float | None, typer.Option(
-        help="Adam learning rate of log(alpha), the entropy weight "
-             + _ph("alpha_learning_rate") + ".")] = None,
-    energy: Annotated[str, typer.Option(help="Critic energy: l2 | dot | cosine.")] = _TD.energy,
-    contrastive_loss: Annotated[str, typer.Option(
-        help="InfoNCE direction: forward | backward | symmetric.")] = _TD.contrastive_loss,
-    logsumexp_penalty: Annotated[float, typer.Option(
-        help="Weight of mean(logsumexp^2).")] = _TD.logsumexp_penalty,
-    layer_norm: Annotated[bool, typer.Option("--layer-norm/--no-layer-norm",
-                                             help="LayerNorm after each Dense (ablation).")
-                  ] = _TD.actor.layer_norm,
-    residual: Annotated[bool, typer.Option("--residual/--no-residual",
-                                           help="Skip around each block of 4 (ablation).")
-                ] = _TD.actor.residual,
-    activation: Annotated[str, typer.Option(help="swish | relu (ablation).")] = _TD.actor.activation,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 compute (GPU speed/memory).")] = False,
-    remat: Annotated[bool, typer.Option("--remat", help="Rematerialise blocks (less memory).")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = _TD.seed,
     out: Annotated[Path | None, typer.Option(help="Run directory [runs/<env>-<time>].")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a killed run from its last checkpoint (its saved config is used).")] = None,
-    replay_checkpoint_every: Annotated[int | None, typer.Option(
-        help="Save the replay buffer with every Nth epoch's checkpoint and the last (`touch "
-        "RUN/save-replay` asks for the next); 0 = only when asked "
-        + _ph("replay_checkpoint_every") + ".")] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run (jax.distributed): one process per "
         "host, or `python -m crl_distill.launch -n N -- ...` locally.")] = False,
@@ -179,7 +260,8 @@ def teacher(
     """Train a deep goal-conditioned contrastive RL teacher (residual MLPs up to 1000 layers).
 
     Defaults come from a preset for the machine: on CPU a minutes-long pointmaze run, on GPU
-    the paper's settings (512 envs, batch 256, width 256). Writes config.json, metrics.jsonl,
+    the paper's settings (512 envs, batch 256, width 256). The network options (--depth,
+    --width, --layer-norm, ...) set actor and critic alike. Writes config.json, metrics.jsonl,
     checkpoints/ and learning_curve.png into the run directory.
     """
     import time
@@ -198,19 +280,10 @@ def teacher(
     else:
         from crl_distill.envs import make
 
-        make(env)  # fail fast, before any compile, on a bad name
-        cfg = configure(
-            env, depth=depth, actor_depth=actor_depth, critic_depth=critic_depth, width=width,
-            total_env_steps=total_env_steps, layer_norm=layer_norm, residual=residual,
-            activation=activation, dtype="bfloat16" if bf16 else "float32", remat=remat,
-            num_envs=num_envs, batch_size=batch_size, epochs=epochs, unroll_length=unroll_length,
-            updates_per_iter=updates_per_iter, iters_per_epoch=iters_per_epoch,
-            num_eval_envs=num_eval_envs, learning_rate=learning_rate, energy=energy,
-            alpha_learning_rate=alpha_lr, act_samples=act_samples,
-            contrastive_loss=contrastive_loss, logsumexp_penalty=logsumexp_penalty, seed=seed,
-            replay_checkpoint_every=replay_checkpoint_every,
-        )
-        out = out or Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+        make(settings["env"])  # fail fast, before any compile, on a bad name
+        cfg = configure(**settings, actor_depth=actor_depth, critic_depth=critic_depth,
+                        total_env_steps=total_env_steps)
+        out = out or Path("runs") / f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train_teacher(cfg, out, progress=progress, **_live(logger, wandb_project, wandb_name))
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"teacher run: [bold]{result.run_dir}[/]  success_any "
@@ -218,36 +291,22 @@ def teacher(
                   f"{last.get('eval/time_at_goal', float('nan')):.1f}")
 
 
-@app.command()
+@_command()
+@_with_config_options(_STUDENT_OPTIONS)
 def student(
+    *,
     from_: Annotated[Path, typer.Option(
         "--from", help="Teacher run directory, checkpoint, or reference .pkl (needs --env).")],
     students: Annotated[str, typer.Option(help="Comma-separated DEPTHxWIDTH specs.")] = "2x64,2x256",
     out: Annotated[Path | None, typer.Option(help="Output dir [TEACHER_RUN/students].")] = None,
     env: Annotated[str | None, typer.Option(help="Must match the teacher's env if given.")] = None,
-    mode: Annotated[str, typer.Option(help=_dh("mode"))] = _DD.mode,
-    iterations: Annotated[int, typer.Option(help=_dh("iterations"))] = _DD.iterations,
-    num_envs: Annotated[int, typer.Option(help=_dh("num_envs"))] = _DD.num_envs,
-    steps_per_iter: Annotated[int, typer.Option(help=_dh("steps_per_iter"))] = _DD.steps_per_iter,
-    sgd_steps: Annotated[int, typer.Option(help=_dh("sgd_steps_per_iter"))] = _DD.sgd_steps_per_iter,
-    batch_size: Annotated[int, typer.Option(help=_dh("batch_size"))] = _DD.batch_size,
-    learning_rate: Annotated[float, typer.Option("--lr", help=_dh("learning_rate"))] = _DD.learning_rate,
-    beta0: Annotated[float, typer.Option(help=_dh("beta0"))] = _DD.beta0,
-    beta_decay: Annotated[float, typer.Option(help=_dh("beta_decay"))] = _DD.beta_decay,
-    action_loss: Annotated[str, typer.Option(help=_dh("action_loss"))] = _DD.action_loss,
+    settings: dict[str, Any],
     encoders: Annotated[bool, typer.Option("--encoders", help="Also distill phi/psi.")] = False,
-    w_action: Annotated[float, typer.Option(help=_dh("w_action"))] = _DD.w_action,
-    w_embed: Annotated[float, typer.Option(help=_dh("w_embed"))] = _DD.w_embed,
-    w_relational: Annotated[float, typer.Option(help=_dh("w_relational"))] = _DD.w_relational,
     layer_norm: Annotated[bool, typer.Option("--layer-norm", help="LayerNorm in students.")] = False,
-    label: Annotated[str, typer.Option(help=_dh("label"))] = _DD.label,
-    label_samples: Annotated[int, typer.Option(help=_dh("label_samples"))] = _DD.label_samples,
     obs_state: Annotated[str | None, typer.Option(
         help="Teacher state elements students see, e.g. 0:15,21 [all]; goal always.")] = None,
     obs_history: Annotated[int, typer.Option(
         help="Past observations (of those elements) students also see.")] = 0,
-    episodes: Annotated[int, typer.Option(help=_dh("eval_episodes"))] = _DD.eval_episodes,
-    seed: Annotated[int, typer.Option(help=_dh("seed"))] = _DD.seed,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console output.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,
@@ -260,14 +319,9 @@ def student(
     --obs-history a student sees less than its teacher (a deployable sensor set); the teacher
     still labels from its full state.
     """
-    from crl_distill.distill import DistillConfig, distill
+    from crl_distill.distill import distill
 
-    cfg = DistillConfig(
-        mode=mode, iterations=iterations, num_envs=num_envs, steps_per_iter=steps_per_iter,
-        sgd_steps_per_iter=sgd_steps, batch_size=batch_size, learning_rate=learning_rate,
-        beta0=beta0, beta_decay=beta_decay, action_loss=action_loss, w_action=w_action,
-        w_embed=w_embed, w_relational=w_relational, eval_episodes=episodes, seed=seed,
-        label=label, label_samples=label_samples)
+    cfg = DistillConfig(**settings)
     from crl_distill.obs_spec import ObsSpec
 
     obs = ObsSpec.parse(obs_state, obs_history)
@@ -277,14 +331,14 @@ def student(
     console.print(f"students written to [bold]{result.out_dir}[/]")
 
 
-@app.command()
+@_command()
 def export(
     from_: Annotated[Path, typer.Option("--from", help="Student dir/file, or teacher run/ckpt.")],
     out: Annotated[Path | None, typer.Option(help="Target .onnx [policy.onnx beside source].")] = None,
     student: Annotated[str | None, typer.Option(
         help="Student name in a student dir, e.g. 2x256 [smallest with >=95% retention].")] = None,
     episodes: Annotated[int, typer.Option(help="Closed-loop parity episodes.")] = 128,
-    seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
+    seed: EvalSeedOpt = 0,
     skip_gates: Annotated[bool, typer.Option(
         "--skip-gates", help="Skip the parity gates (recorded in the file's metadata).")] = False,
     format_: Annotated[str, typer.Option(
@@ -293,8 +347,7 @@ def export(
     io_names: Annotated[str, typer.Option(
         help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions).")] = "crl",
     opset: Annotated[int, typer.Option(help="ONNX opset (13-23) for older on-robot runtimes.")] = 23,
-    act_samples: Annotated[int, typer.Option(
-        help="Teacher acts with its critic: best of K actor candidates [1 = the actor].")] = 1,
+    act_samples: ActSamplesOpt = 1,
 ) -> None:
     """Export a student (or teacher) policy to ONNX and run the parity gates.
 
@@ -329,9 +382,9 @@ def export(
                       f"{c['warnings']} compiler warnings ({c['flags']})", highlight=False)
 
 
-@app.command()
+@_command()
 def verify(
-    path: Annotated[Path, typer.Argument(help="Exported policy (.onnx).")],
+    path: OnnxFileArg,
 ) -> None:
     """Check an exported file on this machine with numpy + onnxruntime only (no JAX).
 
@@ -346,9 +399,9 @@ def verify(
                   f"weights {r['weights']})", highlight=False)
 
 
-@app.command()
+@_command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Exported policy (.onnx).")],
+    path: OnnxFileArg,
 ) -> None:
     """Print an exported file's interface: what goes in, what comes out, at what rate."""
     from rich.markup import escape
@@ -390,14 +443,13 @@ def inspect(
     console.print(t)
 
 
-@app.command("eval")
+@_command("eval")
 def eval_(
     from_: Annotated[Path, typer.Option("--from", help="Teacher run, student dir/file, or .onnx.")],
     env: Annotated[str | None, typer.Option(help="Evaluate on this env [the artifact's].")] = None,
     episodes: Annotated[int, typer.Option(help="Episodes (seeded, same for every artifact).")] = 256,
-    act_samples: Annotated[int, typer.Option(
-        help="Teacher acts with its critic: best of K actor candidates [1 = the actor].")] = 1,
-    seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
+    act_samples: ActSamplesOpt = 1,
+    seed: EvalSeedOpt = 0,
     student: Annotated[str | None, typer.Option(help="Student name in a student dir.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     sim: Annotated[str, typer.Option(help="Also run in this simulator: `mujoco` (native MuJoCo, "
@@ -458,7 +510,7 @@ def _eval_native(path: Path, env: str | None, episodes: int, seed: int, as_json:
     console.print(table)
 
 
-@app.command()
+@_command()
 def pipeline(
     env: Annotated[str, typer.Option(help="Environment.")] = "pointmaze_u",
     depth: Annotated[int, typer.Option(help="Teacher depth (multiple of 4).")] = 4,
@@ -494,7 +546,7 @@ def pipeline(
     console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
 
 
-@app.command("import")
+@_command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="Reference checkpoint (.pkl).")],
     env: Annotated[str, typer.Option(help="Environment the checkpoint was trained on.")],
@@ -523,7 +575,7 @@ def import_(
                   f"layer norm {t.config.critic.layer_norm}", highlight=False)
 
 
-@app.command()
+@_command()
 def bench(
     from_: Annotated[Path, typer.Option("--from", help="Exported student .onnx or student dir.")],
     teacher: Annotated[Path | None, typer.Option(help="Teacher run [the student's teacher].")] = None,

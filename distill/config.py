@@ -1,17 +1,16 @@
 """`DistillConfig`: the settings shared by every student of one `distill` call.
 
-Each field is documented once, here, in its `help`; the CLI builds its options (default and
-help text) from these fields, so nothing restates them. Light on purpose (no JAX): the CLI
-reads it at import time.
+Each field is documented once, here, in its `setting` (crl_distill.settings, like NetConfig
+and TeacherConfig); the CLI builds its options (default and help text) from these fields, so
+nothing restates them. Light on purpose (no JAX): the CLI reads it at import time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.settings import help_of, setting
 from crl_distill.teacher.acting import Acting
 
 ACTION_LOSSES = ("mse", "pre_tanh_mse", "kl")
@@ -19,32 +18,29 @@ LABELS = ("actor", "critic")
 MODES = ("dagger", "offline")
 
 
-def _f(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class DistillConfig:
-    mode: str = _f("dagger", "dagger | offline (the teacher acts in every round).")
-    iterations: int = _f(6, "Data-collection rounds.")
-    num_envs: int = _f(64, "Envs per collection round.")
-    steps_per_iter: int = _f(100, "Env steps per env per round.")
-    sgd_steps_per_iter: int = _f(600, "SGD steps per round.")
-    batch_size: int = _f(256, "SGD batch.")
-    learning_rate: float = _f(1e-3, "Adam learning rate.")
-    beta0: float = _f(1.0, "P(teacher acts) in round 0.")
-    beta_decay: float = _f(0.5, "beta_i = beta0 * beta_decay**i.")
-    action_loss: str = _f("mse", "mse | pre_tanh_mse | kl.")
-    w_action: float = _f(1.0, "Weight of the action loss.")
-    w_embed: float = _f(1.0, "Weight of the embedding MSE (students with encoders).")
-    w_relational: float = _f(0.0, "Weight of the logit-matrix KL (students with encoders).")
-    eval_episodes: int = _f(256, "Evaluation episodes (same seeds for teacher and students).")
+    mode: str = setting("dagger", "dagger | offline (the teacher acts in every round).")
+    iterations: int = setting(6, "Data-collection rounds.")
+    num_envs: int = setting(64, "Envs per collection round.")
+    steps_per_iter: int = setting(100, "Env steps per env per round.")
+    sgd_steps_per_iter: int = setting(600, "SGD steps per round.", flag="--sgd-steps")
+    batch_size: int = setting(256, "SGD batch (states).")
+    learning_rate: float = setting(1e-3, "Adam learning rate of the students.", flag="--lr")
+    beta0: float = setting(1.0, "P(teacher acts) in round 0.")
+    beta_decay: float = setting(0.5, "beta_i = beta0 * beta_decay**i.")
+    action_loss: str = setting("mse", "mse | pre_tanh_mse | kl.")
+    w_action: float = setting(1.0, "Weight of the action loss.")
+    w_embed: float = setting(1.0, "Weight of the embedding MSE (students with encoders).")
+    w_relational: float = setting(0.0, "Weight of the logit-matrix KL (students with encoders).")
+    eval_episodes: int = setting(256, "Evaluation episodes (same seeds for teacher and students).",
+                                 flag="--episodes")
     # The label is a function of the state (a fixed noise set); the teacher also acts that way
     # in DAgger rounds.
-    label: str = _f("actor", "Teacher action labels: actor | critic (the best of "
-                             "label_samples actor samples under the critic).")
-    label_samples: int = _f(16, "Candidates per label with label critic.")
-    seed: int = _f(0, "Random seed.")
+    label: str = setting("actor", "Teacher action labels: actor | critic (the best of "
+                                  "label_samples actor samples under the critic).")
+    label_samples: int = setting(16, "Candidates per label with label critic.")
+    seed: int = setting(0, "Random seed.")
 
     def __post_init__(self) -> None:
         require_choice("mode", self.mode, MODES)
@@ -83,7 +79,7 @@ class DistillConfig:
 
 def field_help(name: str) -> str:
     """The one description of DistillConfig field `name`."""
-    return next(f.metadata["help"] for f in dataclasses.fields(DistillConfig) if f.name == name)
+    return help_of(DistillConfig, name)
 
 
 #: the defaults, read by the CLI

@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
-from crl_distill.teacher.config import NetConfig, TeacherConfig, preset
+from crl_distill.teacher.config import PAPER, NetConfig, TeacherConfig, preset
 
 _LAZY = ("Teacher", "load_teacher", "train_teacher")
 
@@ -27,47 +28,48 @@ def __getattr__(name: str) -> Any:
 
 
 def configure(
-    env: str = "pointmaze_u",
+    env: str = PAPER.env,
     *,
-    depth: int = 4,
     actor_depth: int | None = None,
     critic_depth: int | None = None,
-    width: int | None = None,
     total_env_steps: int | None = None,
     platform: str | None = None,
-    layer_norm: bool = True,
-    residual: bool = True,
-    activation: str = "swish",
-    dtype: str = "float32",
-    remat: bool = False,
-    **overrides: Any,
+    **settings: Any,
 ) -> TeacherConfig:
     """A TeacherConfig from the platform preset ("cpu" or "gpu"; default: JAX's backend).
 
-    `depth` sets actor and critic; `actor_depth` / `critic_depth` override each.
+    Any NetConfig field (depth, width, layer_norm, residual, activation, dtype, remat, ...) sets
+    actor and critic alike; `actor_depth` / `critic_depth` override the depth of one.
     `total_env_steps`, when given, sets `epochs` (rounded up to whole epochs).
-    Any other TeacherConfig field can be passed by name; None means "keep the preset".
+    Any TeacherConfig field can be passed by name; None means "keep the preset / default".
     """
+    net_names = {f.name for f in dataclasses.fields(NetConfig)}
+    # actor and critic are built here from the NetConfig fields (a NetConfig of one's own:
+    # TeacherConfig(...) directly)
+    known = net_names | {f.name for f in dataclasses.fields(TeacherConfig)} - {"env", "actor", "critic"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise CrlDistillError(f"configure() takes TeacherConfig and NetConfig fields by name; "
+                              f"unknown: {', '.join(unknown)}")
     if platform is None:
         import jax
 
         platform = "cpu" if jax.default_backend() == "cpu" else "gpu"
-    base = preset(platform)
-    width = width or NetConfig().width
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in settings.items() if v is not None}
+    net = {k: given.pop(k) for k in net_names & set(given)}
 
-    def net(d: int | None) -> NetConfig:
-        return NetConfig(depth=depth if d is None else d, width=width, layer_norm=layer_norm,
-                         residual=residual, activation=activation, dtype=dtype, remat=remat)
+    def net_with(depth: int | None) -> NetConfig:
+        return NetConfig(**{**net, **({} if depth is None else {"depth": depth})})
 
-    cfg = TeacherConfig(env=env, actor=net(actor_depth), critic=net(critic_depth), **base)
+    cfg = TeacherConfig(**{"env": env, "actor": net_with(actor_depth),
+                           "critic": net_with(critic_depth), **preset(platform), **given})
     if total_env_steps is not None:
         prefill = cfg.prefill_steps * cfg.num_envs
         if total_env_steps <= prefill:
             raise CrlDistillError(f"--total-env-steps {total_env_steps} is not more than the "
                                   f"{prefill} random prefill steps")
         epochs = math.ceil((total_env_steps - prefill) / cfg.env_steps_per_epoch)
-        cfg = TeacherConfig(**{**cfg.__dict__, "epochs": epochs})
+        cfg = dataclasses.replace(cfg, epochs=epochs)
     return cfg
 
 

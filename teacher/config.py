@@ -2,17 +2,19 @@
 with the machine presets. Light on purpose (no JAX): the CLI reads the defaults at import time.
 
 TeacherConfig's defaults are the paper's (the GPU preset); `CPU_PRESET` lists what a CPU run
-changes. Each default is written once, here.
+changes. Each default and each field's help is written once, here (`crl_distill.settings`);
+`crl-distill teacher` builds its options from these fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.settings import help_of, setting
 
 LAYERS_PER_BLOCK = 4
 ACTIVATION_NAMES = ("relu", "swish")
@@ -20,28 +22,25 @@ ACTIVATION_NAMES = ("relu", "swish")
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Architecture of one residual MLP.
+    """Architecture of one residual MLP (each field's help: the `setting` below)."""
 
-    depth:      Dense layers inside residual blocks; a multiple of `layers_per_block`
-                (0 = input and output only).
-    width:      hidden width.
-    layer_norm: LayerNorm after every hidden Dense (paper ablation: off).
-    residual:   skip connection around every block of 4 (paper ablation: off).
-    activation: "swish" (paper) or "relu" (ablation).
-    dtype:      compute dtype, "float32" or "bfloat16"; parameters always stay float32.
-    remat:      rematerialise each block in the backward pass (less memory, ~1/3 more compute).
-    layers_per_block: Dense layers between skips; the paper uses 4 (other values exist only to
-                load JaxGCRL networks with another skip frequency).
-    """
-
-    depth: int = 4
-    width: int = 256
-    layer_norm: bool = True
-    residual: bool = True
-    activation: str = "swish"
-    dtype: str = "float32"
-    remat: bool = False
-    layers_per_block: int = LAYERS_PER_BLOCK
+    depth: int = setting(4, f"Dense layers in residual blocks, a multiple of {LAYERS_PER_BLOCK} "
+                            "(0 = input and output layers only).")
+    width: int = setting(256, "Hidden width.")
+    layer_norm: bool = setting(True, "LayerNorm after every hidden Dense (paper ablation: off).",
+                               flag="--layer-norm/--no-layer-norm")
+    residual: bool = setting(True, f"Skip connection around every block of {LAYERS_PER_BLOCK} "
+                                   "(paper ablation: off).", flag="--residual/--no-residual")
+    activation: str = setting("swish", "swish (paper) | relu (ablation).")
+    dtype: str = setting("float32", "Compute in bfloat16, not float32 (GPU speed and memory); "
+                                    "parameters always stay float32.", flag="--bf16",
+                         switch="bfloat16")
+    remat: bool = setting(False, "Rematerialise each block in the backward pass (less memory, "
+                                 "~1/3 more compute).", flag="--remat")
+    layers_per_block: int = setting(
+        LAYERS_PER_BLOCK, "Dense layers between skips (the paper's 4).",
+        no_cli="other values exist only to load JaxGCRL networks with another skip frequency "
+               "(`crl-distill import --skip-connections`)")
 
     def __post_init__(self) -> None:
         if self.layers_per_block < 1:
@@ -60,46 +59,61 @@ ENERGIES = ("l2", "dot", "cosine")
 CONTRASTIVE_LOSSES = ("forward", "backward", "symmetric")
 
 
+# Why some fields have no `crl-distill teacher` option (Python: configure(field=...)).
+_NETS = "set for both networks by the NetConfig options (--depth, --width, ...) and --actor-depth"
+_PAPER_ONLY = "the paper's value, not an ablation this project runs from the command line"
+_PRESET_ONLY = "the machine preset sizes it with num_envs and the run's length"
+
+
 # ----------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Every setting of a teacher run; saved as config.json and checked on resume."""
+    """Every setting of a teacher run; saved as config.json and checked on resume.
 
-    env: str = "pointmaze_u"
-    actor: NetConfig = field(default_factory=NetConfig)
-    critic: NetConfig = field(default_factory=NetConfig)
-    repr_dim: int = 64
-    energy: str = "l2"
-    contrastive_loss: str = "forward"
-    logsumexp_penalty: float = 0.1
-    discount: float = 0.99
-    target_entropy_scale: float = 0.5
-    learning_rate: float = 3e-4
-    #: Adam step size of log(alpha), the entropy weight (the paper's code: a separate setting).
-    #: alpha starts at 1 and Adam moves log(alpha) by about this much per SGD step, so the
-    #: policy stays near-random for ~log(1/alpha_needed) / alpha_learning_rate SGD steps.
-    alpha_learning_rate: float = 3e-4
-    num_envs: int = 512
-    unroll_length: int = 62
-    batch_size: int = 256
-    updates_per_iter: int = 800
-    iters_per_epoch: int = 32
-    epochs: int = 50
-    replay_capacity: int = 10_000
-    prefill_steps: int = 1_000
-    num_eval_envs: int = 256
-    #: data collection acts with the critic: the best of this many actor samples under f
-    #: (1 = the plain stochastic actor, the paper's default)
-    act_samples: int = 1
-    seed: int = 0
-    #: save the replay buffer (and env states) with every Nth epoch's checkpoint and the last;
-    #: 0 = only when asked (touch RUN/save-replay). At the paper's sizes the buffer is ~0.8 GB
-    #: (ant) to ~5 GB (humanoid): benchmarks/checkpoint_size.py.
-    #: Parameters and optimiser states are saved every epoch. A resume without a stored buffer
-    #: refills it by random prefill (README, "Checkpoints and resume").
-    replay_checkpoint_every: int = 1
+    Each field's help is its `setting`; `crl-distill teacher` builds its options from them.
+    """
+
+    env: str = setting("pointmaze_u", "Environment name (see `crl-distill envs`).")
+    actor: NetConfig = setting(help="The actor's network.", factory=NetConfig, no_cli=_NETS)
+    critic: NetConfig = setting(help="The network of each critic encoder (phi and psi).",
+                                factory=NetConfig, no_cli=_NETS)
+    repr_dim: int = setting(64, "Size of the phi and psi embeddings the energy compares.",
+                            no_cli=_PAPER_ONLY)
+    energy: str = setting("l2", "Critic energy: l2 | dot | cosine.")
+    contrastive_loss: str = setting("forward", "InfoNCE direction: forward | backward | symmetric.")
+    logsumexp_penalty: float = setting(0.1, "Weight of mean(logsumexp^2).")
+    discount: float = setting(0.99, "Discount of the geometric future offset at which hindsight "
+                                    "goals are sampled.", no_cli=_PAPER_ONLY)
+    target_entropy_scale: float = setting(0.5, "Target entropy, in units of -action size.",
+                                          no_cli=_PAPER_ONLY)
+    learning_rate: float = setting(3e-4, "Adam learning rate of actor and critic.", flag="--lr")
+    # alpha starts at 1 and Adam moves log(alpha) by about this much per SGD step, so the policy
+    # stays near-random for ~log(1/alpha_needed) / alpha_learning_rate SGD steps; the paper's
+    # code has it as a setting of its own.
+    alpha_learning_rate: float = setting(3e-4, "Adam learning rate of log(alpha), the entropy "
+                                               "weight.", flag="--alpha-lr")
+    num_envs: int = setting(512, "Parallel envs.")
+    unroll_length: int = setting(62, "Env steps per env per iteration.")
+    batch_size: int = setting(256, "SGD batch (transitions).")
+    updates_per_iter: int = setting(800, "SGD steps per iteration.")
+    iters_per_epoch: int = setting(32, "Iterations per epoch.")
+    epochs: int = setting(50, "Epochs (eval + checkpoint after each).")
+    replay_capacity: int = setting(10_000, "Replay buffer length, env steps per env.",
+                                   no_cli=_PRESET_ONLY)
+    prefill_steps: int = setting(1_000, "Random-action env steps per env before training.",
+                                 no_cli=_PRESET_ONLY)
+    num_eval_envs: int = setting(256, "Evaluation episodes per epoch.")
+    act_samples: int = setting(1, "Collect data acting with the critic: the best of K actor "
+                                  "samples (1 = the plain stochastic actor, the paper's).")
+    seed: int = setting(0, "Random seed of the run (networks, envs, sampling).")
+    # At the paper's sizes the buffer is ~0.8 GB (ant) to ~5 GB (humanoid):
+    # benchmarks/checkpoint_size.py. Parameters and optimiser states are saved every epoch; a
+    # resume without a stored buffer refills it by random prefill (README, "Checkpoints and resume").
+    replay_checkpoint_every: int = setting(
+        1, "Save the replay buffer with every Nth epoch's checkpoint and the last (`touch "
+           "RUN/save-replay` asks for the next); 0 = only when asked.")
 
     def __post_init__(self) -> None:
         require_choice("energy", self.energy, ENERGIES)
@@ -170,3 +184,18 @@ def preset(platform: str) -> dict[str, Any]:
 def preset_help(name: str) -> str:
     """'[CPU 64, GPU 512]' for a field the presets decide."""
     return f"[CPU {preset('cpu')[name]:g}, GPU {preset('gpu')[name]:g}]"
+
+
+#: the fields whose default the machine preset decides (the CLI leaves them unset: None)
+PRESET_FIELDS: frozenset[str] = frozenset(preset("cpu")) | frozenset(preset("gpu"))
+
+
+def field_help(name: str) -> str:
+    """The one description of TeacherConfig or NetConfig field `name` (the names are disjoint),
+    with both presets' values when the preset decides its default: 'Parallel envs [CPU 64,
+    GPU 512].'"""
+    cls = NetConfig if name in {f.name for f in dataclasses.fields(NetConfig)} else TeacherConfig
+    text = help_of(cls, name)
+    if name in PRESET_FIELDS:
+        text = f"{text.removesuffix('.')} {preset_help(name)}."
+    return text

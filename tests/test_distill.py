@@ -155,26 +155,3 @@ def test_kl_and_relational_terms():
 def test_every_distill_field_is_validated(field, bad):
     with pytest.raises(CrlDistillError, match=field.split("_")[0]):
         DistillConfig(**{field: bad})
-
-
-def test_student_cli_defaults_are_the_configs():
-    """Each `crl-distill student` option that sets a DistillConfig field takes its default and
-    its help from that field (written once, in distill/config.py)."""
-    import dataclasses
-
-    import typer.main
-
-    from crl_distill.cli import app
-    from crl_distill.distill.config import field_help
-
-    cmd = typer.main.get_command(app).commands["student"]
-    params = {p.name: p for p in cmd.params}
-    renamed = {"sgd_steps": "sgd_steps_per_iter", "episodes": "eval_episodes"}
-    checked = 0
-    for f in dataclasses.fields(DistillConfig):
-        name = next((k for k, v in renamed.items() if v == f.name), f.name)
-        assert name in params, f"no CLI option for DistillConfig.{f.name}"
-        assert params[name].default == f.default, f.name
-        assert params[name].help == field_help(f.name), f.name
-        checked += 1
-    assert checked == len(dataclasses.fields(DistillConfig))

@@ -344,26 +344,3 @@ def test_short_training_beats_the_untrained_policy(tiny_run):
     before = jax.jit(crl.evaluate)(untrained, key)
     after = result.metrics[-1]
     assert after["eval/success_any"] > float(before["success_any"]) + 0.1, (before, after)
-
-
-def test_teacher_cli_defaults_come_from_the_configs():
-    """Options with a fixed default take it from TeacherConfig / NetConfig; options the machine
-    preset decides default to None and show both presets' values in their help."""
-    import typer.main
-
-    from crl_distill.cli import app
-    from crl_distill.teacher.config import CPU_PRESET, PAPER, preset_help
-
-    params = {p.name: p for p in typer.main.get_command(app).commands["teacher"].params}
-    fixed = {"env": PAPER.env, "depth": PAPER.actor.depth, "energy": PAPER.energy,
-             "contrastive_loss": PAPER.contrastive_loss, "seed": PAPER.seed,
-             "logsumexp_penalty": PAPER.logsumexp_penalty, "layer_norm": PAPER.actor.layer_norm,
-             "residual": PAPER.actor.residual, "activation": PAPER.actor.activation}
-    for name, want in fixed.items():
-        assert params[name].default == want, name
-    cli_name = {"alpha_learning_rate": "alpha_lr"}
-    options = [f for f in CPU_PRESET if cli_name.get(f, f) in params]  # some have no option
-    assert len(options) >= 7
-    for field in options:
-        p = params[cli_name.get(field, field)]
-        assert p.default is None and preset_help(field) in p.help, field
