@@ -13,18 +13,12 @@ import math
 from typing import Any
 
 from crl_distill.errors import CrlDistillError
+from crl_distill.lazy import lazy_exports
+from crl_distill.teacher.acting import ACTOR, Acting
 from crl_distill.teacher.config import PAPER, NetConfig, TeacherConfig, preset
 
-_LAZY = ("Teacher", "load_teacher", "train_teacher")
-
-
-def __getattr__(name: str) -> Any:
-    # The configs import without JAX (the CLI reads their defaults); training loads on use.
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from crl_distill.teacher import train
-
-    return getattr(train, name)
+__getattr__ = lazy_exports(__name__, {"Teacher": "train", "load_teacher": "train",
+                                      "train_teacher": "train"})
 
 
 def configure(
@@ -73,4 +67,5 @@ def configure(
     return cfg
 
 
-__all__ = ["NetConfig", "Teacher", "TeacherConfig", "configure", "load_teacher", "train_teacher"]
+__all__ = ["ACTOR", "Acting", "NetConfig", "Teacher", "TeacherConfig", "configure", "load_teacher",
+           "train_teacher"]
