@@ -29,7 +29,17 @@ writes its partial row after every phase; a learning run's epochs are in its met
 A step whose result is already in --out is skipped, so a second window resumes.
 
 --smoke runs the same code paths at tiny sizes on CPU (pointmaze_u, depths 4 and 8, bf16 and
-remat at 8) in a minute or two; its numbers mean nothing, it checks the script.
+remat at 8; the step names stay) in a few minutes; its numbers mean nothing, it checks the script.
+
+The window, step by step (one device call; a second one rarely fits a 15-minute loan):
+  1. here, in the checkout the device tool sends: `python benchmarks/gpu/wheelhouse.py` (the 9
+     missing wheels into /.whl/, ~19 MiB; it checks them against the 64 MiB carry budget);
+  2. here: `bash benchmarks/gpu/rehearse.sh` (the device command verbatim on CPU, in a venv with
+     the image's packages only, smoke mode);
+  3. device run: carry [".whl"], timeout_s 600, command = benchmarks/gpu/device_command.txt
+     (installs ~20 s, then this suite under `timeout 540`, --budget-s 520); its $OUT returns
+     gpu_suite.json, gpu_suite.png, suite.log, versions.txt;
+  4. copy gpu_suite.json/.png into benchmarks/results/ and replace PLAN_S with the measured wall_s.
 """
 
 from __future__ import annotations

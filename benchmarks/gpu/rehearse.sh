@@ -29,11 +29,11 @@ python -m pip install -q jax==0.10.2 jaxlib==0.10.2 numpy==2.4.6 flax optax onnx
     scipy etils absl-py chex equinox einops onnx-ir huggingface-hub pillow protobuf packaging \
     sympy networkx xxhash treescope jaxtyping wadler-lindig toolz fsspec zipp
 # strip what the image lacks (names from wheelhouse.py's IMAGE list)
-extra=$(python - <<'EOF'
+extra=$(python -P - <<'EOF'
 import importlib.metadata as md, sys
 sys.path.insert(0, "benchmarks/gpu")
 from wheelhouse import IMAGE, norm
-print(" ".join(sorted({norm(d.metadata["Name"]) for d in md.distributions()} - IMAGE)))
+print(" ".join(sorted({norm(d.metadata["Name"]) for d in md.distributions()} - IMAGE - {"crl-distill"})))
 EOF
 )
 echo "not on the image, removed: ${extra:-none}"
@@ -45,3 +45,12 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 t0=$(date +%s)
 bash -c "$(cat benchmarks/gpu/device_command.txt)"
 echo "device command: rc $? in $(( $(date +%s) - t0 )) s; files in $OUT:"; ls -la "$OUT"
+# 4. the smoke mode imports none of the wheels (pointmaze_u is pure JAX): step ant (brax) and
+#    ant:backend=mjx (mujoco, mjx), open the tensorboard logger, export with jax2onnx
+python benchmarks/gpu/probe_imports.py
+# 5. the device command's fallback where `pip install -e .` fails (setuptools < 77 on the image):
+#    the symlinked package tree on a .pth, outside the repo
+python -m pip uninstall -q -y crl-distill
+frag=$(grep -o 'S=/tmp/crl_src.*crl_src.pth;' benchmarks/gpu/device_command.txt)
+rm -rf /tmp/crl_src && bash -c "$frag"
+(cd /tmp && python -P -c "import crl_distill.teacher.crl as m, os; print('fallback tree:', m.__file__, '->', os.path.realpath(m.__file__))")
