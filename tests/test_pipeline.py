@@ -5,6 +5,7 @@ import sys
 
 from crl_distill.pipeline import pick_acting, run_pipeline
 from crl_distill.runtime import OnnxPolicy
+from crl_distill.teacher.acting import Acting
 
 TINY_TEACHER = dict(width=64, num_envs=32, unroll_length=25, batch_size=64, updates_per_iter=10,
                     iters_per_epoch=4, epochs=2, num_eval_envs=32)
@@ -53,11 +54,15 @@ def test_pipeline_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     # The acting mode is the pick among the actor and best-of-16 on the same seeds, and the
     # students' teacher row is that mode's evaluation.
     acting = s["acting"]
-    assert [c["mode"] for c in acting["candidates"]] == ["actor (deterministic)",
-                                                         "critic best-of-16"]
+    assert [c["mode"] for c in acting["candidates"]] == [Acting().name, Acting(16).name]
     best = acting["candidates"][pick_acting(acting["candidates"])]
     assert acting["mode"] == best["mode"] and f"**{best['mode']}**" in md
     assert s["teacher"]["success_any"] == best["success_any"]
+    # ... and that acting is recorded in every artifact it shaped.
+    chosen = Acting(best["samples"], best["noise_seed"]).to_dict()
+    assert json.loads((out / "students" / "distill_report.json").read_text())["teacher"][
+        "acting"] == chosen
+    assert policy.metadata["teacher_acting"] == chosen
     # A rerun finds every stage's output valid and redoes nothing.
     mtime = (out / "policy.onnx").stat().st_mtime_ns
     again = run_pipeline(out=out, students="1x32,2x32", teacher_overrides=TINY_TEACHER,
