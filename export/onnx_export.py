@@ -27,6 +27,7 @@ import numpy as np
 
 from crl_distill import __version__
 from crl_distill.checkpoint import params_sha256, peek_format
+from crl_distill.dirlock import releases_locks
 from crl_distill.distill import student_set
 from crl_distill.envs import GoalEnv, make
 from crl_distill.envs.observed import observed
@@ -385,6 +386,7 @@ class ExportResult:
 FORMATS = ("onnx", "c")
 
 
+@releases_locks
 def export(source: str | Path, out: str | Path | None = None, student: str | None = None,
            skip_gates: bool = False, episodes: int = 128, seed: int = 0, fmt: str = "onnx",
            cc: str | None = None, io_names: str = "crl", opset: int = DEFAULT_OPSET,
@@ -411,6 +413,7 @@ def export(source: str | Path, out: str | Path | None = None, student: str | Non
     out = Path(out) if out is not None else exported.default_file(src_dir, ex.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
+    exported.lock(out)
     t0 = time.perf_counter()
     model = trace_policy(ex, io_names, opset)
     trace_s = time.perf_counter() - t0
