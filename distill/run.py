@@ -23,6 +23,7 @@ from rich.table import Table
 
 from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, params_sha256, save_pytree
+from crl_distill.dirlock import releases_locks
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import evaluate
 from crl_distill.fileio import atomic_write
@@ -225,6 +226,7 @@ class StudentRun:
         return path
 
 
+@releases_locks
 def distill(
     teacher: str | Path | Teacher,
     students: str | list[StudentConfig] = "2x64,2x256",
@@ -270,6 +272,7 @@ def distill(
     for s in specs:
         s.obs_spec.check(t.env.state_size, f"{t.config.env}'s state")
     out_dir = Path(out) if out is not None else default_out_dir(t)
+    student_set.lock(out_dir)
     console = _console(progress)
 
     labelling = t.policy(dcfg.acting)

@@ -5,6 +5,7 @@
     DIR/.progress/             the loop state of a student whose distillation was interrupted
     DIR/distill_report.json    teacher and students on the same seeds: success, retention, ...
     DIR/retention.png          retention against student size
+    DIR/.distill.lock          held by the process distilling into DIR (`lock`; removed at its end)
 
 The rule that picks the student to export lives here too (`pick_row`): the smallest student
 that keeps >= `RETAIN` of the teacher's success, else the one that keeps the most.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crl_distill import dirlock
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import atomic_write_json, read_json_object
 
@@ -22,6 +24,7 @@ CONFIG = "config.json"
 REPORT = "distill_report.json"
 RETENTION_PLOT = "retention.png"
 PREFIX, SUFFIX = "student-", ".npz"
+LOCK = ".distill.lock"
 #: the retention (student success / teacher success) a student must keep to be picked first
 RETAIN = 0.95
 
@@ -52,6 +55,12 @@ def student_names(set_dir: Path) -> list[str]:
 
 def is_student_set(path: Path) -> bool:
     return Path(path).is_dir() and bool(student_files(path) or report_file(path).exists())
+
+
+def lock(set_dir: Path) -> None:
+    """Hold `set_dir`'s lock until the calling `@dirlock.releases_locks` function ends; one line
+    naming the holder's pid when another process distills into it. Readers never take it."""
+    dirlock.hold(Path(set_dir) / LOCK, "student distillation")
 
 
 def prepare(set_dir: Path, config: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@
     X.critic.onnx          phi and psi, for a student distilled with encoders
     export_report.json     what the last export into this directory did (gates, sizes, times)
     policy.h, policy.c     the C99 policy (`--format c`), policy.xml the robot's model
+    .export.lock           held by the process exporting into this directory (`lock`; removed
+                           at its end): the report and the C files are per directory
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crl_distill import dirlock
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import atomic_write_json, read_json_object
 
 REPORT = "export_report.json"
+LOCK = ".export.lock"
 
 
 def report_file(onnx_path: Path) -> Path:
     return Path(onnx_path).parent / REPORT
+
+
+def lock_file(onnx_path: Path) -> Path:
+    return Path(onnx_path).parent / LOCK
+
+
+def lock(onnx_path: Path) -> None:
+    """Hold the lock of `onnx_path`'s directory until the calling `@dirlock.releases_locks`
+    function ends; one line naming the holder's pid when another process exports into it."""
+    dirlock.hold(lock_file(onnx_path), "export")
 
 
 def critic_file(onnx_path: Path) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from crl_distill.artifacts import Artifact, load_artifact
 from crl_distill.checkpoint import params_sha256
+from crl_distill.dirlock import releases_locks
 from crl_distill.errors import CrlDistillError, require_choice
 from crl_distill.export import c_export, exported
 from crl_distill.export.gates import gate_checker, ort_session, parity_observations, run_gates
@@ -57,6 +58,7 @@ class ExportResult:
     artifact: Artifact | None = None
 
 
+@releases_locks
 def export(source: str | Path | Artifact, out: str | Path | None = None,
            student: str | None = None, skip_gates: bool = False, episodes: int = 128,
            seed: int = 0, fmt: str = "onnx", cc: str | None = None, io_names: str = "crl",
@@ -86,6 +88,7 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
     out = Path(out) if out is not None else exported.default_file(run_of(art.source), art.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
+    exported.lock(out)
 
     t0 = time.perf_counter()
     model = trace_policy(art, io_names, opset)

@@ -14,6 +14,8 @@ This is the one module that knows the file names inside a teacher run:
                                two kept per process)
         best.npz               parameters of the best evaluated epoch (`--from .../best.npz`)
     run_dir/save-replay        touch it to have the next epoch save the replay (removed then)
+    run_dir/.teacher.lock      held by the process training into it (`lock_run`; removed at its end,
+                               a killed holder's file is locked again by the next run)
 
 With several processes (`jax.distributed`) the directory must be on a filesystem every host
 sees: process 0 writes config, metrics and the epoch/best files (their leaves are replicated),
@@ -33,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from crl_distill import __version__
+from crl_distill import __version__, dirlock
 from crl_distill.checkpoint import load_pytree, save_pytree
 from crl_distill.errors import CrlDistillError
 from crl_distill.fileio import append_jsonl, atomic_write, atomic_write_json, read_jsonl
@@ -47,6 +49,7 @@ CONFIG, METRICS, TIMING, CURVE = "config.json", "metrics.jsonl", "timing.jsonl",
 BEST = "best.npz"
 CHECKPOINTS = "checkpoints"
 REPLAY_REQUEST = "save-replay"
+LOCK = ".teacher.lock"
 _REPLAY_RE = re.compile(r"replay-(\d{6})-p(\d+)of(\d+)\.npz")
 
 
@@ -81,12 +84,37 @@ def run_of(path: Path) -> Path:
     return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
 
 
+def holds_files(run_dir: Path) -> bool:
+    """Whether `run_dir` exists and holds anything but its lock file (a fresh run needs it empty)."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+
+
+def lock_run(run_dir: Path) -> None:
+    """Hold `run_dir`'s lock until the calling `@dirlock.releases_locks` function ends; one line
+    naming the holder's pid when another process trains into it.
+
+    In a multi-process run only process 0 takes it (the others would be refused by their own
+    run's lock) and every process learns the outcome, so all of them stop together; a
+    collective: every process must call it.
+    """
+    path = Path(run_dir) / LOCK
+    refused = None
+    if jax.process_index() == 0:
+        try:
+            dirlock.hold(path, "teacher run")
+        except CrlDistillError as e:
+            refused = e
+    if not _all_processes(refused is None):
+        raise refused or CrlDistillError(dirlock.refusal(path, "teacher run"))
+
+
 def write_imported(run_dir: Path, info: dict[str, Any], state: Carry, cfg: TeacherConfig,
                    **meta: Any) -> Path:
     """A run directory holding converted parameters only (`reference_import`): config.json
     with `info` and one epoch-0 checkpoint of `state`, whose header also records `meta`."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if holds_files(run_dir):
         raise CrlDistillError(f"{run_dir} already exists and is not empty")
     atomic_write_json(run_dir / CONFIG, info)
     save_pytree(checkpoint_dir(run_dir) / "epoch-000000.npz", state,

@@ -20,6 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crl_distill.checkpoint import load_pytree, read_meta
+from crl_distill.dirlock import releases_locks
 from crl_distill.envs import GoalEnv, make
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import BatchPolicy
@@ -37,8 +38,10 @@ from crl_distill.teacher.run_dir import (
     curve_path,
     epoch_checkpoints,
     find_teacher_checkpoint,
+    holds_files,
     is_run_dir,
     load_latest,
+    lock_run,
     package_versions,
     read_metrics,
     read_run_config,
@@ -86,6 +89,7 @@ class TrainResult:
     metrics: list[dict]
 
 
+@releases_locks
 def train_teacher(
     cfg: TeacherConfig,
     out: str | Path,
@@ -104,11 +108,12 @@ def train_teacher(
     """
     check_logger(logger)
     run_dir = Path(out)
+    lock_run(run_dir)  # before the emptiness check: two runs cannot both find it empty
     if resume:
         if not is_run_dir(run_dir):
             raise CrlDistillError(f"{run_dir}: not a teacher run directory (no config.json)")
         cfg = read_run_config(run_dir)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif holds_files(run_dir):
         raise CrlDistillError(f"{run_dir} already exists and is not empty; use --resume {run_dir} "
                               f"to continue it or choose another --out")
     # Every process has looked before process 0 writes anything.

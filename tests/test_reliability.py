@@ -185,9 +185,13 @@ def test_two_concurrent_exports_leave_one_valid_file(artifacts, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(2)]
+    codes = []
     for p in procs:
         _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-2000:]
+        # One may find the other holding the directory's lock (exit 2, one line naming it).
+        assert p.returncode == 0 or (p.returncode == 2 and b"in use" in err), err.decode()[-2000:]
+        codes.append(p.returncode)
+    assert 0 in codes
     policy = OnnxPolicy(target)
     assert policy.act(np.zeros(4, np.float32)).shape == (2,)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".shared.onnx")]
