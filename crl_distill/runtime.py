@@ -188,16 +188,22 @@ class OnnxPolicy:
         try:  # sizes and bounds of the wrong type: altered metadata
             #: the graph's input: concat(state, goal), or a student's stacked input
             self.input_size = int(self.metadata["observation_size"])
-            self.goal_size = self.input_size - int(self.metadata["state_size"])
+            # The file's "state_size" is the state part of the graph's input: for a student
+            # with a spec, its kept elements now and at each past step it stacks.
+            input_state_size = int(self.metadata["state_size"])
+            self.goal_size = self.input_size - input_state_size
             self.obs_spec, self._stacker = self._read_obs_spec()
-            if self.obs_spec is None:
-                self.state_size = int(self.metadata["state_size"])
-                #: the env's state size this policy was made for
-                self.env_state_size = self.state_size
-            else:
-                self.env_state_size = int(self.metadata["observation_spec"]["teacher_state_size"])
-                self.state_size = self.obs_spec.kept_size(self.env_state_size)
-            #: what `act` takes: the current state (the student's own, where it has a spec) + goal
+            #: the env's state size this policy was made for: the state part of the env's full
+            #: observation (`from_env_obs`, `act_env`); the teacher's state for a student
+            self.env_state_size = (input_state_size if self.obs_spec is None else
+                                   int(self.metadata["observation_spec"]["teacher_state_size"]))
+            kept_size = (input_state_size if self.obs_spec is None else
+                         self.obs_spec.kept_size(self.env_state_size))
+            #: the state part of what `act` takes: one step's state elements, those the policy
+            #: reads (a student's kept elements; the runtime stacks past ones itself), so
+            #: env_state_size where the file has no observation spec
+            self.state_size = kept_size
+            #: what `act` takes: state_size + goal_size
             self.observation_size = self.state_size + self.goal_size
             self.action_size = int(self.metadata["action_size"])
             lo, hi = self.metadata.get("action_bounds", [-1.0, 1.0])
@@ -248,15 +254,16 @@ class OnnxPolicy:
             return None, None
         try:
             spec = ObsSpec(raw["state_indices"], int(raw["history"]))
-            teacher = int(raw["teacher_state_size"])
-            spec.check(teacher)
+            teacher_state_size = int(raw["teacher_state_size"])
+            spec.check(teacher_state_size)
         except (KeyError, TypeError, ValueError, CrlDistillError) as e:
             raise CrlDistillError(f"{self.path}: malformed observation_spec metadata ({e})") from None
-        if spec.input_size(teacher, self.goal_size) != self.input_size:
+        if spec.input_size(teacher_state_size, self.goal_size) != self.input_size:
             raise CrlDistillError(f"{self.path}: observation_spec does not match the graph's "
                                   f"input size {self.input_size}")
-        # The stacker works on [kept state, goal] rows, so its own spec keeps them all.
-        return spec, ObsStacker(ObsSpec(None, spec.history), spec.kept_size(teacher))
+        # The stacker works on [kept state, goal] rows (what `act` takes), so its own spec keeps
+        # all kept_size elements of each row.
+        return spec, ObsStacker(ObsSpec(None, spec.history), spec.kept_size(teacher_state_size))
 
     def _bind_single(self) -> tuple[Any, np.ndarray, np.ndarray]:
         """Preallocated input/output buffers bound to the session for batch-1 calls: a robot's

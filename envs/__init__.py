@@ -85,7 +85,10 @@ def make(spec: str) -> GoalEnv:
     for key, raw in opts.items():
         if key not in env.options:
             valid = ", ".join(env.options) or "none"
-            raise CrlDistillError(f"environment {name!r} has no option {key!r} (options: {valid})")
+            # An option the env's family has but this env leaves out says why (a maze's goal_dist).
+            why = getattr(env, "excluded_options", {}).get(key)
+            raise CrlDistillError(f"environment {name!r} has no option {key!r}"
+                                  + (f": {why}" if why else "") + f" (options: {valid})")
         try:
             setattr(env, key, env.options[key](raw))
         except ValueError:

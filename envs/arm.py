@@ -69,7 +69,7 @@ import jax
 import jax.numpy as jnp
 
 from crl_distill.envs.base import GoalEnv
-from crl_distill.envs.brax_envs import BraxGoalEnv
+from crl_distill.envs.brax_base import BraxGoalEnv
 
 #: the arm's start pose (joints 1-7, rad) in every task, as in the reference
 ARM_START = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449)
@@ -117,7 +117,6 @@ class ArmEnv(BraxGoalEnv):
     backend = "mjx"
     timestep = 0.002
     n_frames = 25
-    control_period = 0.05
     episode_length = 1000
     success_threshold = 0.1
     termination = "none"

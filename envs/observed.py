@@ -15,17 +15,31 @@ import jax.numpy as jnp
 from flax import struct
 
 from crl_distill.envs.base import EnvState, GoalEnv
+from crl_distill.errors import CrlDistillError
 from crl_distill.obs_spec import ObsSpec
 
 
 @struct.dataclass
 class ObservedSim:
     inner: EnvState   # the wrapped env's state (its obs is the teacher's observation)
-    history: jax.Array  # [history * kept_size], newest first
+    history: jax.Array  # [history_size] = [history * kept_size], newest first
 
 
 class ObservedEnv(GoalEnv):
-    """`inner` observed through `spec`; sizes describe the student's input."""
+    """`inner` observed through `spec`; sizes describe the student's input.
+
+    Each size has one name and one meaning:
+
+    * `state_size`: the state part of the observation the policy gets, as GoalEnv defines it:
+      the current kept elements and `spec.history` past copies of them,
+      (history + 1) x kept_size; `obs` is [state_size + goal_size].
+    * `kept_size`: the teacher state elements the student keeps from one step.
+    * `history_size`: history x kept_size, the past part (`ObservedSim.history`).
+    * `teacher_state_size`: the wrapped env's `state_size`, the teacher's state.
+
+    `goal_indices` stay the wrapped env's, indices into the teacher's state (the exported
+    metadata records them so, for controllers that read the full robot state).
+    """
 
     def __init__(self, inner: GoalEnv, spec: ObsSpec):
         spec.check(inner.state_size, f"{inner.name}'s state")
@@ -33,8 +47,16 @@ class ObservedEnv(GoalEnv):
         for attr in ("name", "goal_indices", "action_size", "episode_length", "success_threshold",
                      "backend", "control_period", "termination", "goal_distribution", "options"):
             setattr(self, attr, getattr(inner, attr))
+        self.teacher_state_size = inner.state_size
+        self.kept_size = spec.kept_size(inner.state_size)
+        self.history_size = spec.history * self.kept_size
         self.state_size = spec.input_state_size(inner.state_size)
         self.layout = f"student input = {spec.describe(inner.state_size)}; teacher: {inner.layout}"
+        kept = tuple(range(inner.state_size)) if spec.state_indices is None else spec.state_indices
+        #: where each goal element sits in the current kept elements; None where some goal
+        #: index is not kept (`_unkept_goal` lists those)
+        self._unkept_goal = [i for i in self.goal_indices if i not in kept]
+        self._goal_positions = None if self._unkept_goal else tuple(kept.index(i) for i in self.goal_indices)
 
     @property
     def jit_options(self) -> dict[str, Any]:
@@ -48,25 +70,38 @@ class ObservedEnv(GoalEnv):
         return self.inner.native_spec()
 
     def _wrap(self, inner: EnvState, history: jax.Array) -> EnvState:
-        obs = self.spec.student_input(inner.obs, history, self.inner.state_size, jnp)
+        obs = self.spec.student_input(inner.obs, history, self.teacher_state_size, jnp)
         return EnvState(sim=ObservedSim(inner=inner, history=history), obs=obs, goal=inner.goal,
                         steps=inner.steps, done=inner.done, terminated=inner.terminated,
                         metrics=inner.metrics)
 
     def reset(self, key: jax.Array) -> EnvState:
         inner = self.inner.reset(key)
-        state = inner.obs[None, : self.inner.state_size]
+        state = inner.obs[None, : self.teacher_state_size]
         return self._wrap(inner, self.spec.start_history(state, jnp)[0])
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
         sim: ObservedSim = state.sim
-        history = self.spec.push(sim.history[None], sim.inner.obs[None, : self.inner.state_size],
+        history = self.spec.push(sim.history[None], sim.inner.obs[None, : self.teacher_state_size],
                                  jnp)[0]
         return self._wrap(self.inner.step(sim.inner, action), history)
 
     def achieved_goal(self, state_vec: jax.Array) -> jax.Array:
-        raise TypeError("a student's observation need not hold the achieved goal; use the "
-                        "wrapped env's")
+        """[..., state_size] student state part -> [..., goal_size], read from the current step's
+        kept elements (the first kept_size).
+
+        Defined only where the student keeps every teacher state element in `goal_indices`;
+        otherwise the student's observation does not hold the achieved goal, and this raises
+        CrlDistillError naming the missing elements (the wrapped env's `achieved_goal` on
+        `teacher_obs` always works).
+        """
+        if self._goal_positions is None:
+            raise CrlDistillError(
+                f"{self.name}: the student's observation ({self.spec.describe(self.teacher_state_size)}) "
+                f"does not keep teacher state element(s) {self._unkept_goal}, so it holds no "
+                f"achieved goal; use the wrapped env's achieved_goal on teacher_obs"
+            )
+        return state_vec[..., jnp.asarray(self._goal_positions)]
 
     def interface(self) -> dict[str, list[dict[str, Any]]]:
         inner = self.inner.interface()
@@ -80,7 +115,7 @@ class ObservedEnv(GoalEnv):
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "observation_size": self.observation_size,
                 "state_size": self.state_size, "layout": self.layout,
-                "student_obs": self.spec.to_dict(), "teacher_state_size": self.inner.state_size}
+                "student_obs": self.spec.to_dict(), "teacher_state_size": self.teacher_state_size}
 
 
 def observed(env: GoalEnv, spec: ObsSpec | None) -> GoalEnv:

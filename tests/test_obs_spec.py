@@ -81,6 +81,36 @@ def test_jax_wrapper_and_host_stacker_build_the_same_inputs_across_resets():
     assert t == 19
 
 
+def test_observed_sizes_each_mean_one_thing():
+    inner = make("arm_reach")  # 13 state elements, goal_indices 7:10; nothing is built here
+    env = ObservedEnv(inner, ObsSpec((9, 8, 7, 0), history=3))
+    assert (env.teacher_state_size, env.kept_size, env.history_size) == (13, 4, 12)
+    # state_size: the state part of the observation the policy gets (now + 3 past steps)
+    assert env.state_size == 16 and env.observation_size == 16 + 3 == env.describe()["observation_size"]
+    assert env.describe()["teacher_state_size"] == 13
+    assert env.goal_indices == inner.goal_indices  # indices into the teacher's state
+
+
+def test_observed_achieved_goal_reads_the_kept_goal_elements():
+    inner = make("pointmaze_u")  # state = x, y; goal_indices (0, 1)
+    env = ObservedEnv(inner, ObsSpec((1, 0), history=2))  # kept in reverse order
+    n = 3
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), n))
+    step = jax.jit(jax.vmap(env.step))
+    for t in range(3):  # past steps differ from the current one after moving
+        state = step(state, jax.random.uniform(jax.random.PRNGKey(t), (n, 2), minval=-1.0))
+    got = jax.jit(env.achieved_goal)(state.obs[:, : env.state_size])
+    want = inner.achieved_goal(teacher_obs(env, state)[:, : inner.state_size])
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert not np.array_equal(np.asarray(got), np.asarray(state.obs[:, 2:4]))  # not the past step
+    np.testing.assert_allclose(np.asarray(env.goal_distance(got, state.goal)),
+                               np.asarray(state.metrics["dist"]), atol=1e-6)
+    # A student that does not see x holds no achieved goal: one clear error, at the call.
+    blind = ObservedEnv(inner, ObsSpec((1,), history=1))
+    with pytest.raises(CrlDistillError, match=r"does not keep teacher state element\(s\) \[0\]"):
+        blind.achieved_goal(jnp.zeros(blind.state_size))
+
+
 @pytest.fixture(scope="module")
 def reduced_students(tmp_path_factory):
     """A fixed teacher on pointmaze_u distilled into a student that sees only x, plus 1 past x."""
