@@ -33,7 +33,7 @@ def test_envs_and_shared_modules_import_no_stage():
     stages = {f"crl_distill.{s}" for s in ORDER}
     shared = [*(ROOT / "envs").glob("*.py")] + [ROOT / "crl_distill" / n for n in (
         "timing.py", "metrics.py", "obs_spec.py", "runtime.py", "native.py", "loggers.py",
-        "checkpoint.py", "fileio.py", "errors.py", "dirlock.py", "lazy.py", "settings.py", "timing.py")]
+        "checkpoint.py", "fileio.py", "errors.py", "dirlock.py", "lazy.py", "settings.py")]
     bad = [f"{f.relative_to(ROOT)} imports {m}" for f in shared for m in _imports(f)
            if any(m == s or m.startswith(s + ".") for s in stages)]
     assert not bad, bad

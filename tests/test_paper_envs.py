@@ -19,7 +19,8 @@ from crl_distill.envs.mazes import PAPER_LAYOUTS, marked_cells, wall_grid
 from crl_distill.envs.pointmaze import PointMaze
 from crl_distill.errors import CrlDistillError
 from crl_distill.metrics import episode_metrics
-from crl_distill.teacher.crl import CRL, Replay, TeacherConfig, replay_insert, sample_hindsight
+from crl_distill.teacher.config import TeacherConfig
+from crl_distill.teacher.crl import CRL, Replay, replay_insert, sample_hindsight
 
 # -- time per env step -------------------------------------------------------------------------
 
