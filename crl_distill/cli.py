@@ -237,8 +237,12 @@ def teacher(
     total_env_steps: Annotated[int | None, typer.Option(
         help="Env steps to train for (sets --epochs).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory [runs/<env>-<time>].")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Train one teacher per seed in one program (vmapped), e.g. 0,1,2: run directories "
+             "OUT/seed-0, OUT/seed-1, ... (replaces --seed).")] = None,
     resume: Annotated[Path | None, typer.Option(
-        help="Continue a killed run from its last checkpoint (its saved config is used).")] = None,
+        help="Continue a killed run from its last checkpoint (its saved config is used); a "
+             "directory of seed-N runs continues all its seeds.")] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run (jax.distributed): one process per "
         "host, or `python -m crl_distill.launch -n N -- ...` locally.")] = False,
@@ -272,11 +276,16 @@ def teacher(
         initialize(spec_from(coordinator, num_processes, process_id, distributed_timeout))
     elif coordinator or num_processes or process_id is not None:
         _fail("--coordinator, --num-processes and --process-id need --distributed")
-    from crl_distill.teacher import configure, train_teacher
+    from crl_distill.teacher import configure, train_seeds, train_teacher
+    from crl_distill.teacher.run_dir import seed_runs
 
+    live = _live(logger, wandb_project, wandb_name)
+    seed_list = _parse_seeds(seeds) if seeds is not None else None
     if resume is not None:
-        result = train_teacher(None, resume, resume=True, progress=progress,  # type: ignore[arg-type]
-                               **_live(logger, wandb_project, wandb_name))
+        results = ([*train_seeds(None, resume, resume=True, progress=progress, **live)]
+                   if seed_runs(resume) else
+                   [train_teacher(None, resume, resume=True, progress=progress,  # type: ignore[arg-type]
+                                  **live)])
     else:
         from crl_distill.envs import make
 
@@ -284,11 +293,23 @@ def teacher(
         cfg = configure(**settings, actor_depth=actor_depth, critic_depth=critic_depth,
                         total_env_steps=total_env_steps)
         out = out or Path("runs") / f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = train_teacher(cfg, out, progress=progress, **_live(logger, wandb_project, wandb_name))
-    last = result.metrics[-1] if result.metrics else {}
-    console.print(f"teacher run: [bold]{result.run_dir}[/]  success_any "
-                  f"{last.get('eval/success_any', float('nan')):.3f}  time at goal "
-                  f"{last.get('eval/time_at_goal', float('nan')):.1f}")
+        results = (train_seeds(cfg, out, seed_list, progress=progress, **live) if seed_list
+                   else [train_teacher(cfg, out, progress=progress, **live)])
+    for result in results:
+        last = result.metrics[-1] if result.metrics else {}
+        console.print(f"teacher run: [bold]{result.run_dir}[/]  success_any "
+                      f"{last.get('eval/success_any', float('nan')):.3f}  time at goal "
+                      f"{last.get('eval/time_at_goal', float('nan')):.1f}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--seeds takes comma-separated integers, got {text!r}")
+    if not seeds:
+        _fail("--seeds names no seed")
+    return seeds
 
 
 @_command()

@@ -18,7 +18,7 @@ from crl_distill.teacher.acting import ACTOR, Acting
 from crl_distill.teacher.config import PAPER, NetConfig, TeacherConfig, preset
 
 __getattr__ = lazy_exports(__name__, {"Teacher": "train", "load_teacher": "train",
-                                      "train_teacher": "train"})
+                                      "train_seeds": "train", "train_teacher": "train"})
 
 
 def configure(
@@ -68,4 +68,4 @@ def configure(
 
 
 __all__ = ["ACTOR", "Acting", "NetConfig", "Teacher", "TeacherConfig", "configure", "load_teacher",
-           "train_teacher"]
+           "train_seeds", "train_teacher"]

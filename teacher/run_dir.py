@@ -14,6 +14,9 @@ This is the one module that knows the file names inside a teacher run:
                                two kept per process)
         best.npz               parameters of the best evaluated epoch (`--from .../best.npz`)
     run_dir/save-replay        touch it to have the next epoch save the replay (removed then)
+
+Seeds trained together (`crl-distill teacher --seeds 0,1,2 --out G`) are one ordinary run
+directory each, `G/seed-0`, `G/seed-1`, ... (`seed_run`, `seed_runs`).
     run_dir/.teacher.lock      held by the process training into it (`lock_run`; removed at its end,
                                a killed holder's file is locked again by the next run)
 
@@ -47,6 +50,7 @@ REPLAY_FORMAT = "crl-distill-teacher-replay"
 KEEP_CHECKPOINTS = 2
 CONFIG, METRICS, TIMING, CURVE = "config.json", "metrics.jsonl", "timing.jsonl", "learning_curve.png"
 BEST = "best.npz"
+SEED_PREFIX = "seed-"
 CHECKPOINTS = "checkpoints"
 REPLAY_REQUEST = "save-replay"
 LOCK = ".teacher.lock"
@@ -122,9 +126,30 @@ def write_imported(run_dir: Path, info: dict[str, Any], state: Carry, cfg: Teach
     return run_dir
 
 
-def epoch_checkpoints(run_dir: Path) -> list[Path]:
-    """Parameter checkpoints, oldest first."""
-    return sorted(checkpoint_dir(run_dir).glob("epoch-*.npz"))
+def epoch_checkpoints(run_dir: Path, max_epoch: int | None = None) -> list[Path]:
+    """Parameter checkpoints, oldest first (those after `max_epoch` left out, if given)."""
+    paths = sorted(checkpoint_dir(run_dir).glob("epoch-*.npz"))
+    return [p for p in paths if max_epoch is None or checkpoint_epoch(p) <= max_epoch]
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch count in an `epoch-NNNNNN.npz` name."""
+    return int(Path(path).stem.removeprefix("epoch-"))
+
+
+def seed_run(group: Path, seed: int) -> Path:
+    """Seed `seed`'s run directory in a group trained together (`train.train_seeds`)."""
+    return Path(group) / f"{SEED_PREFIX}{seed}"
+
+
+def seed_runs(group: Path) -> list[Path]:
+    """The run directories of a seed group, by seed; [] for anything else."""
+    group = Path(group)
+    if not group.is_dir():
+        return []
+    runs = [p for p in group.iterdir() if p.is_dir() and re.fullmatch(rf"{SEED_PREFIX}\d+", p.name)
+            and is_run_dir(p)]
+    return sorted(runs, key=lambda p: int(p.name.removeprefix(SEED_PREFIX)))
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
@@ -187,7 +212,7 @@ def _meta(cfg: TeacherConfig, epoch: int, fmt: str = CHECKPOINT_FORMAT) -> dict[
             "teacher": cfg.to_dict(), "crl_distill": __version__}
 
 
-def _state_part(carry: Carry) -> Carry:
+def state_part(carry: Carry) -> Carry:
     return carry.replace(replay=None, env_state=None, episode=None)
 
 
@@ -319,7 +344,7 @@ class RunWriter:
             save_pytree(ckpts / name, local, _meta(self.cfg, epoch, REPLAY_FORMAT))
             barrier(f"crl-distill-replay-{epoch}")
         if self.main:
-            save_pytree(ckpts / f"epoch-{epoch:06d}.npz", _state_part(carry), _meta(self.cfg, epoch))
+            save_pytree(ckpts / f"epoch-{epoch:06d}.npz", state_part(carry), _meta(self.cfg, epoch))
             if with_replay:
                 (self.run_dir / REPLAY_REQUEST).unlink(missing_ok=True)
             for old in epoch_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
@@ -341,18 +366,19 @@ class RunWriter:
             append_jsonl(self.run_dir / TIMING, timing)
 
 
-def load_latest(run_dir: Path, template: Carry, shardings: Carry
+def load_latest(run_dir: Path, template: Carry, shardings: Carry, max_epoch: int | None = None
                 ) -> tuple[Carry, int, Carry | None, int | None]:
     """The newest parameter checkpoint that reads cleanly (a damaged newest one falls back to
-    the older) and the newest replay every process can read at or before its epoch.
+    the older), at or before `max_epoch` if given, and the newest replay every process can
+    read at or before its epoch.
 
     Returns (state carry with replay/env fields None, its epoch, data carry or None, its epoch).
     Every process must call it (the replay choice is agreed collectively).
     """
     errors = []
-    for path in reversed(epoch_checkpoints(run_dir)):
+    for path in reversed(epoch_checkpoints(run_dir, max_epoch)):
         try:
-            state, meta = load_pytree(path, _state_part(template), CHECKPOINT_FORMAT)
+            state, meta = load_pytree(path, state_part(template), CHECKPOINT_FORMAT)
         except CrlDistillError as e:
             errors.append(str(e))
             continue
@@ -360,7 +386,7 @@ def load_latest(run_dir: Path, template: Carry, shardings: Carry
         break
     else:
         raise CrlDistillError(f"{run_dir}: no readable checkpoint ({'; '.join(errors) or 'none found'})")
-    state = _to_global(state, _state_part(shardings))
+    state = _to_global(state, state_part(shardings))
     local_t = _local_template(_data_part(template), _data_part(shardings))
     # Every process walks the same list (the shared directory), so the collective calls match.
     for replay_epoch in (e for e in _replay_epochs(run_dir) if e <= epoch):

@@ -6,10 +6,11 @@ The run directory's layout, writer and reader live in `crl_distill.teacher.run_d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from crl_distill.teacher.run_dir import (
     CHECKPOINT_FORMAT,
     RunWriter,
     barrier,
+    checkpoint_epoch,
     curve_path,
     epoch_checkpoints,
     find_teacher_checkpoint,
@@ -47,10 +49,13 @@ from crl_distill.teacher.run_dir import (
     read_run_config,
     read_run_info,
     replay_due,
+    seed_run,
+    seed_runs,
+    state_part,
 )
 
 __all__ = ["CHECKPOINT_FORMAT", "NonFiniteError", "Teacher", "TrainResult", "find_teacher_checkpoint",
-           "load_teacher", "read_run_config", "train_teacher"]
+           "load_teacher", "read_run_config", "train_seeds", "train_teacher"]
 
 
 #: a key stream, apart from training's, for the envs and prefill of a resume without a buffer
@@ -108,6 +113,56 @@ def train_teacher(
     """
     check_logger(logger)
     run_dir = Path(out)
+    cfg = _open_run(run_dir, cfg, resume)
+    return _train([cfg], [run_dir], resume, progress, devices, on_epoch, logger, logger_options,
+                  stacked=False)[0]
+
+
+@releases_locks
+def train_seeds(
+    cfg: TeacherConfig | None,
+    out: str | Path,
+    seeds: Sequence[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    logger: str = DEFAULT_LOGGER,
+    logger_options: dict[str, Any] | None = None,
+) -> list[TrainResult]:
+    """Train one teacher per seed in one program: the whole training carry (parameters,
+    optimiser states, buffer, env states, keys) vmapped over seeds inside one jitted epoch, as
+    `jit(vmap(train))` does. Seed s writes the run directory `out/seed-s` (`run_dir.seed_run`),
+    each an ordinary run that every command reads; `cfg.seed` is replaced by each seed.
+
+    With `resume`, the seeds and settings are read back from `out`'s run directories; all
+    continue from the newest epoch every one of them has. One device (multi-device and
+    multi-process runs train one seed per command).
+    """
+    check_logger(logger)
+    out = Path(out)
+    if resume:
+        runs = seed_runs(out)
+        if not runs:
+            raise CrlDistillError(f"{out}: no seed-N run directories to resume")
+    else:
+        if cfg is None or not seeds:
+            raise CrlDistillError("give the seeds to train, e.g. --seeds 0,1,2")
+        if len(set(seeds)) != len(seeds):
+            raise CrlDistillError(f"seeds repeat: {list(seeds)}")
+        runs = [seed_run(out, s) for s in seeds]
+    cfgs = [_open_run(r, None if resume else dataclasses.replace(cfg, seed=s), resume)
+            for r, s in zip(runs, [None] * len(runs) if resume else seeds, strict=True)]
+    differ = {k for c in cfgs for k, v in c.to_dict().items() if k != "seed"
+              and v != cfgs[0].to_dict()[k]}
+    if differ:
+        raise CrlDistillError(f"{out}: its seed runs differ in {sorted(differ)}; resume them one "
+                              f"at a time")
+    return _train(cfgs, runs, resume, progress, None, on_epoch, logger, logger_options,
+                  stacked=True)
+
+
+def _open_run(run_dir: Path, cfg: TeacherConfig | None, resume: bool) -> TeacherConfig:
+    """Lock `run_dir` and check it can be trained into; the config to train with."""
     lock_run(run_dir)  # before the emptiness check: two runs cannot both find it empty
     if resume:
         if not is_run_dir(run_dir):
@@ -118,93 +173,151 @@ def train_teacher(
                               f"to continue it or choose another --out")
     # Every process has looked before process 0 writes anything.
     barrier("crl-distill-run-checked")
+    return cfg
+
+
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *trees)
+
+
+def _row_of(tree: Any, i: int | None) -> Any:
+    """Seed `i`'s slice of a seed-stacked tree (`i` None: the tree is one run's)."""
+    return tree if i is None else jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _train(cfgs: list[TeacherConfig], run_dirs: list[Path], resume: bool, progress: bool,
+           devices: list | None, on_epoch: Callable[[dict], None] | None, logger: str,
+           logger_options: dict[str, Any] | None, stacked: bool) -> list[TrainResult]:
+    """The epoch loop for one run, or for several seeds of one config vmapped (`stacked`)."""
+    cfg = cfgs[0]
     env = make(cfg.env)
     mesh = make_mesh(devices)
+    if stacked and (mesh.size > 1 or jax.process_count() > 1):
+        raise CrlDistillError(f"several seeds train in one program on one device; this run has "
+                              f"{mesh.size} devices in {jax.process_count()} processes")
     if cfg.num_envs % mesh.size or cfg.batch_size % mesh.size:
         raise CrlDistillError(f"num_envs ({cfg.num_envs}) and batch_size ({cfg.batch_size}) must be "
                               f"divisible by the number of devices ({mesh.size})")
     main = jax.process_index() == 0
     crl = CRL(cfg, env, mesh)
-    key = jax.random.PRNGKey(cfg.seed)
-    template = jax.eval_shape(crl.init, key)
+    keys = [jax.random.PRNGKey(c.seed) for c in cfgs]
+    template = jax.eval_shape(crl.init, keys[0])
     shardings = carry_shardings(template, mesh)
     xla = env.jit_options
-    init = jax.jit(crl.init, out_shardings=shardings, compiler_options=xla)
-    epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None),
-                       compiler_options=xla)
-    evaluate = jax.jit(crl.evaluate, compiler_options=xla)
+    if stacked:
+        vm = jax.vmap
+        init = jax.jit(vm(crl.init), compiler_options=xla)
+        epoch_fn = jax.jit(vm(crl.epoch), donate_argnums=0, compiler_options=xla)
+        evaluate = jax.jit(vm(crl.evaluate), compiler_options=xla)
+        key = jnp.stack(keys)
+        slices: list[int | None] = list(range(len(cfgs)))
+    else:
+        init = jax.jit(crl.init, out_shardings=shardings, compiler_options=xla)
+        epoch_fn = jax.jit(crl.epoch, donate_argnums=0, out_shardings=(shardings, None),
+                           compiler_options=xla)
+        evaluate = jax.jit(crl.evaluate, compiler_options=xla)
+        key, slices = keys[0], [None]
 
-    writer = RunWriter(run_dir, cfg)
-    start_epoch, rows = 0, []
-    restored = load_latest(run_dir, template, shardings) if resume and epoch_checkpoints(run_dir) else None
-    if restored is not None:
-        state, start_epoch, data, _ = restored
-        if data is None:
+    writers = [RunWriter(r, c) for r, c in zip(run_dirs, cfgs, strict=True)]
+    start_epoch, rows = 0, [[] for _ in cfgs]
+    has_ckpt = resume and all(epoch_checkpoints(r) for r in run_dirs)
+    if has_ckpt:
+        # Every seed continues from the newest epoch all of them have (a kill can fall between
+        # two seeds' writes; each keeps its last two epochs).
+        newest = min(checkpoint_epoch(epoch_checkpoints(r)[-1]) for r in run_dirs)
+        restored = [load_latest(r, template, shardings, max_epoch=newest) for r in run_dirs]
+        start_epoch = min(x[1] for x in restored)
+        if any(x[1] != start_epoch for x in restored):
+            restored = [load_latest(r, template, shardings, max_epoch=start_epoch)
+                        for r in run_dirs]
+        state = _stack([x[0] for x in restored]) if stacked else restored[0][0]
+        if any(x[2] is None for x in restored):
             # No stored buffer: fresh envs and a random prefill, counted as env steps taken.
-            fresh = init(jax.random.fold_in(key, REFILL_STREAM + start_epoch))
+            refill = (jax.vmap(jax.random.fold_in, (0, None))(key, REFILL_STREAM + start_epoch)
+                      if stacked else jax.random.fold_in(key, REFILL_STREAM + start_epoch))
+            fresh = init(refill)
             ts = state.train.replace(env_steps=state.train.env_steps + fresh.train.env_steps)
             carry = fresh.replace(train=ts, key=state.key)
         else:
+            data = _stack([x[2] for x in restored]) if stacked else restored[0][2]
             carry = state.replace(replay=data.replay, env_state=data.env_state,
                                   episode=data.episode)
-        rows = writer.rewind(start_epoch)  # rows past the checkpoint will be recomputed
+        # rows past the checkpoint will be recomputed
+        rows = [w.rewind(start_epoch) for w in writers]
     else:
-        writer.start({
-            "teacher": cfg.to_dict(),
-            "env": env.describe(),
-            "params": teacher_param_counts(cfg, env),
-            "versions": package_versions(),
-            "devices": [str(d) for d in mesh.devices.flat],
-            "processes": jax.process_count(),
-        })
+        for w, c in zip(writers, cfgs, strict=True):
+            w.start({
+                "teacher": c.to_dict(),
+                "env": env.describe(),
+                "params": teacher_param_counts(c, env),
+                "versions": package_versions(),
+                "devices": [str(d) for d in mesh.devices.flat],
+                "processes": jax.process_count(),
+                **({"seeds": [x.seed for x in cfgs]} if stacked else {}),
+            })
         carry = init(key)
 
-    live = make_logger(logger if main else "none", run_dir,
-                       {"teacher": cfg.to_dict(), "env": env.describe()},
-                       start_step=int(carry.train.env_steps) if start_epoch else None,
-                       **(logger_options or {}))
-    with _Progress(progress and main, cfg, start_epoch) as bar, contextlib.closing(live):
+    steps_now = jax.device_get(carry.train.env_steps)
+    lives = [make_logger(logger if main else "none", r,
+                         {"teacher": c.to_dict(), "env": env.describe()},
+                         start_step=int(_row_of(steps_now, i)) if start_epoch else None,
+                         **(logger_options or {}))
+             for r, c, i in zip(run_dirs, cfgs, slices, strict=True)]
+    eval_base = [jax.random.PRNGKey(c.seed + 1) for c in cfgs]
+    with _Progress(progress and main, cfg, start_epoch, len(cfgs)) as bar, \
+            contextlib.ExitStack() as stack:
+        for live in lives:
+            stack.enter_context(contextlib.closing(live))
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             carry, m = epoch_fn(carry)
             jax.block_until_ready(m)
             t_eval = time.perf_counter()
-            ev = evaluate(carry.train.actor, jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1),
-                                                                 epoch))
+            eval_keys = [jax.random.fold_in(k, epoch) for k in eval_base]
+            ev = evaluate(carry.train.actor, jnp.stack(eval_keys) if stacked else eval_keys[0])
             m, ev = jax.device_get((m, ev))
             seconds = time.perf_counter() - t0
-            ts = carry.train
-            if not all(math.isfinite(float(v)) for v in m.values()) or not _tree_finite(
-                    (ts.actor, ts.critic, ts.log_alpha)):
-                raise NonFiniteError(
-                    f"non-finite loss or parameters in epoch {epoch} (SGD steps up to "
-                    f"{int(ts.sgd_steps)}); last good checkpoint kept in {run_dir / 'checkpoints'}")
-            row = {
-                "epoch": epoch,
-                "env_steps": int(ts.env_steps),
-                "sgd_steps": int(ts.sgd_steps),
-                **{k: float(v) for k, v in m.items()},
-                **{f"eval/{k}": float(v) for k, v in ev.items()},
-            }
             timing = {"epoch": epoch, "seconds": seconds, "sps": cfg.env_steps_per_epoch / seconds,
-                      "eval_seconds": time.perf_counter() - t_eval}
-            # Checkpoint first: a kill between the two writes loses only a metrics line, which
-            # the resume rewrites from the checkpoint's epoch.
-            if not rows or _eval_rank(row) > max(map(_eval_rank, rows)):
-                writer.save_best(carry, epoch + 1)
-            t_save = time.perf_counter()
-            writer.save(carry, shardings, epoch + 1, replay_due(cfg, epoch + 1, run_dir))
-            timing["checkpoint_seconds"] = time.perf_counter() - t_save
-            writer.append(row, timing)
-            live.log({**row, **{k: v for k, v in timing.items() if k != "epoch"}},
-                     step=row["env_steps"])
-            rows.append(row)
+                      "eval_seconds": time.perf_counter() - t_eval,
+                      **({"seeds": len(cfgs)} if stacked else {})}
+            for i, c, run_dir, writer, run_rows, live in zip(slices, cfgs, run_dirs, writers, rows,
+                                                              lives, strict=True):
+                mi, evi = _row_of(m, i), _row_of(ev, i)
+                ts = _row_of(carry.train, i)
+                if not all(math.isfinite(float(v)) for v in mi.values()) or not _tree_finite(
+                        (ts.actor, ts.critic, ts.log_alpha)):
+                    raise NonFiniteError(
+                        f"non-finite loss or parameters in epoch {epoch} (SGD steps up to "
+                        f"{int(ts.sgd_steps)}); last good checkpoint kept in "
+                        f"{run_dir / 'checkpoints'}")
+                row = {
+                    "epoch": epoch,
+                    "env_steps": int(ts.env_steps),
+                    "sgd_steps": int(ts.sgd_steps),
+                    **{k: float(v) for k, v in mi.items()},
+                    **{f"eval/{k}": float(v) for k, v in evi.items()},
+                }
+                with_replay = replay_due(c, epoch + 1, run_dir)
+                # Only the parts to be written are sliced out of a seed-stacked carry.
+                own = _row_of(carry if with_replay else state_part(carry), i)
+                # Checkpoint first: a kill between the two writes loses only a metrics line,
+                # which the resume rewrites from the checkpoint's epoch.
+                if not run_rows or _eval_rank(row) > max(map(_eval_rank, run_rows)):
+                    writer.save_best(own, epoch + 1)
+                t_save = time.perf_counter()
+                writer.save(own, shardings, epoch + 1, with_replay)
+                own_timing = {**timing, "checkpoint_seconds": time.perf_counter() - t_save}
+                writer.append(row, own_timing)
+                live.log({**row, **{k: v for k, v in own_timing.items() if k != "epoch"}},
+                         step=row["env_steps"])
+                run_rows.append(row)
+                if on_epoch is not None:
+                    on_epoch({**row, **own_timing, "seed": c.seed})
             bar.update({**row, **timing})
-            if on_epoch is not None:
-                on_epoch({**row, **timing})
     if main:
-        plot_learning_curve(run_dir)
-    return TrainResult(run_dir=run_dir, metrics=rows)
+        for run_dir in run_dirs:
+            plot_learning_curve(run_dir)
+    return [TrainResult(run_dir=r, metrics=x) for r, x in zip(run_dirs, rows, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,8 +413,8 @@ def _carry_subset_template(crl: CRL) -> Carry:
 class _Progress:
     """A rich progress bar over env steps with SPS, loss and success; silent when disabled."""
 
-    def __init__(self, enabled: bool, cfg: TeacherConfig, start_epoch: int):
-        self.enabled, self.cfg, self.start_epoch = enabled, cfg, start_epoch
+    def __init__(self, enabled: bool, cfg: TeacherConfig, start_epoch: int, seeds: int = 1):
+        self.enabled, self.cfg, self.start_epoch, self.seeds = enabled, cfg, start_epoch, seeds
 
     def __enter__(self):
         if self.enabled:
@@ -310,7 +423,8 @@ class _Progress:
                               TextColumn("{task.fields[info]}"), transient=False)
             total = self.cfg.epochs * self.cfg.env_steps_per_epoch
             self.p.start()
-            self.task = self.p.add_task("train", total=total, env=self.cfg.env,
+            env = self.cfg.env + (f" ({self.seeds} seeds)" if self.seeds > 1 else "")
+            self.task = self.p.add_task("train", total=total, env=env,
                                         completed=self.start_epoch * self.cfg.env_steps_per_epoch,
                                         info="compiling...")
         return self
