@@ -303,13 +303,7 @@ def teacher(
 
 
 def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        _fail(f"--seeds takes comma-separated integers, got {text!r}")
-    if not seeds:
-        _fail("--seeds names no seed")
-    return seeds
+    return _parse_ints("--seeds", text)
 
 
 @_command()
@@ -565,6 +559,50 @@ def pipeline(
                        act_samples=act_samples, progress=progress,
                        **_live(logger, wandb_project, wandb_name))
     console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
+
+
+@_command()
+def sweep(
+    env: Annotated[str, typer.Option(help="Environment.")] = "pointmaze_u",
+    depths: Annotated[str, typer.Option(help="Teacher depths, comma-separated.")] = "4,16,64",
+    widths: Annotated[str | None, typer.Option(
+        help="Teacher widths, comma-separated [the preset's].")] = None,
+    seeds: Annotated[str, typer.Option(
+        help="N (seeds 0..N-1) or a comma-separated list; vmapped in one program per cell."
+        )] = "3",
+    total_env_steps: Annotated[int | None, typer.Option(
+        help="Env steps per teacher, the same in every cell [the preset's epochs].")] = None,
+    students: Annotated[str | None, typer.Option(
+        help="Distill every cell's teachers into these students, e.g. 2x64 [none].")] = None,
+    out: Annotated[Path, typer.Option(help="Sweep directory.")] = Path("runs/sweep"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
+) -> None:
+    """A grid of teachers over depth (and width), several seeds each, with the depth figures.
+
+    Every cell trains for the same env steps and SGD steps. Writes sweep.json, sweep.md,
+    sweep_curves.png (success and time at goal against env steps, 95% bands over seeds) and
+    sweep_params.png (final success against parameter count). A rerun continues where it
+    stopped.
+    """
+    from crl_distill.sweep import run_sweep
+
+    seed_list = (list(range(int(seeds))) if seeds.strip().isdigit() and "," not in seeds
+                 else _parse_seeds(seeds))
+    summary = run_sweep(env, _parse_ints("--depths", depths), seed_list, out,
+                        widths=_parse_ints("--widths", widths) if widths else None,
+                        total_env_steps=total_env_steps, students=students, progress=progress)
+    console.print(f"sweep: [bold]{out / 'sweep.md'}[/] ({len(summary['cells'])} cells x "
+                  f"{len(seed_list)} seeds)")
+
+
+def _parse_ints(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{flag} takes comma-separated integers, got {text!r}")
+    if not values:
+        _fail(f"{flag} names no value")
+    return values
 
 
 @_command("import")
