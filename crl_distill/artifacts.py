@@ -73,8 +73,7 @@ class Artifact:
         if self.onnx is not None:
             self.onnx.reset()
             return self.onnx.act_env
-        fn = jax.jit(self.policy(), **({"compiler_options": self.env.jit_options}
-                                       if self.env.jit_options else {}))
+        fn = jax.jit(self.policy(), compiler_options=self.env.jit_options)
         return lambda obs: np.asarray(fn(obs))
 
     @property
