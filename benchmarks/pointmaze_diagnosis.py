@@ -284,7 +284,7 @@ def main() -> None:
           table["far_end_failed_episodes"], "of", table["far_end_episodes"], "end in",
           table["far_end_failures_end_in"], flush=True)
     for i, c in enumerate(free):
-        print(f"  start {tuple(c)}: " + " ".join("  -  " if np.isnan(v) else f"{v:5.2f}"
+        print(f"  start {tuple(map(int, c))}: " + " ".join("  -  " if np.isnan(v) else f"{v:5.2f}"
                                                  for v in table["success"][i]), flush=True)
     probe = critic_probe(crl, params, free, dist_table)
     print("critic", {k: probe[k] for k in ("best_direction", "energy_right", "energy_down",
@@ -304,12 +304,13 @@ def main() -> None:
     ax2.plot([r["env_steps"] for r in curve], [r["connecting_episodes"] for r in curve], "r.--")
     ax2.set_ylabel("replay episodes joining the far ends", color="r")
     im = ax[1].imshow(np.asarray(table["success"]), vmin=0, vmax=1, cmap="viridis")
-    labels = [str(tuple(c)) for c in free]
+    labels = [str(tuple(map(int, c))) for c in free]
     ax[1].set(xticks=range(len(free)), yticks=range(len(free)), xticklabels=labels, yticklabels=labels,
               xlabel="goal cell", ylabel="start cell", title=f"success {table['overall']:.3f}")
     plt.setp(ax[1].get_xticklabels(), rotation=60)
     fig.colorbar(im, ax=ax[1])
     ax[2].bar(range(7), hs["corridor_distance_hist"])
+    ax[2].set_yscale("log")
     ax[2].set(xlabel="corridor distance s -> hindsight g (cells)", ylabel="sampled pairs",
               title=f"far-end pairs: {hs['far_end_pairs']} of {hs['pairs']}")
     fig.tight_layout()
