@@ -147,10 +147,13 @@ def pair_table(crl, params, env, free, episodes: int = 4096, seed: int = 123) ->
                                                        record_obs=True))(keys))
     sc, gc = cells_of(obs0[:, :2]), cells_of(obs0[:, 2:4])
     # Where the failing far-end episodes end: the cell of the last observed position.
-    last = cells_of(np.asarray(per.pop("obs"))[-1, :, :2])
+    obs = np.asarray(per.pop("obs"))
+    last = cells_of(obs[-1, :, :2])
     far = ((in_cells(sc, TOP_FAR) & in_cells(gc, BOTTOM_FAR))
            | (in_cells(sc, BOTTOM_FAR) & in_cells(gc, TOP_FAR)))
     failed = far & (np.asarray(per["success_any"]) == 0)
+    pick = np.flatnonzero(in_cells(sc, ((1, 2),)) & in_cells(gc, ((3, 1),)) & failed)
+    trace = obs[::5, pick[0], :2].round(2).tolist() if len(pick) else []
     ends: dict[str, int] = {}
     for c in last[failed]:
         ends[str(tuple(map(int, c)))] = ends.get(str(tuple(map(int, c))), 0) + 1
@@ -163,7 +166,7 @@ def pair_table(crl, params, env, free, episodes: int = 4096, seed: int = 123) ->
     rate = np.where(n > 0, ok / np.maximum(n, 1), np.nan)
     return {"cells": [list(map(int, c)) for c in free], "episodes": n.tolist(), "success": rate.tolist(),
             "far_end_failed_episodes": int(failed.sum()), "far_end_episodes": int(far.sum()),
-            "far_end_failures_end_in": ends,
+            "far_end_failures_end_in": ends, "failing_1_2_to_3_1_every_5th_xy": trace,
             "overall": float(np.mean(per["success_any"])), "overall_ci95":
             float(1.96 * np.std(per["success_any"], ddof=1) / np.sqrt(episodes))}
 
@@ -283,6 +286,8 @@ def main() -> None:
     print("pairs: overall", table["overall"], "+-", table["overall_ci95"], "; far-end failures",
           table["far_end_failed_episodes"], "of", table["far_end_episodes"], "end in",
           table["far_end_failures_end_in"], flush=True)
+    print("a failing (1, 2) -> (3, 1) episode, x, y every 5th step:",
+          table["failing_1_2_to_3_1_every_5th_xy"], flush=True)
     for i, c in enumerate(free):
         print(f"  start {tuple(map(int, c))}: " + " ".join("  -  " if np.isnan(v) else f"{v:5.2f}"
                                                  for v in table["success"][i]), flush=True)
