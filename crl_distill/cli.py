@@ -563,7 +563,7 @@ def pipeline(
 
 @_command()
 def sweep(
-    env: Annotated[str, typer.Option(help="Environment.")] = "pointmaze_u",
+    env: Annotated[str, typer.Option(help="Environment every cell trains on.")] = "pointmaze_u",
     depths: Annotated[str, typer.Option(help="Teacher depths, comma-separated.")] = "4,16,64",
     widths: Annotated[str | None, typer.Option(
         help="Teacher widths, comma-separated [the preset's].")] = None,
@@ -575,7 +575,8 @@ def sweep(
     students: Annotated[str | None, typer.Option(
         help="Distill every cell's teachers into these students, e.g. 2x64 [none].")] = None,
     out: Annotated[Path, typer.Option(help="Sweep directory.")] = Path("runs/sweep"),
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Progress bars while cells train.")] = True,
 ) -> None:
     """A grid of teachers over depth (and width), several seeds each, with the depth figures.
 
