@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from crl_distill.checkpoint import peek_format
@@ -68,13 +67,12 @@ class Artifact:
         raise CrlDistillError(f"{self.source}: an exported file runs in onnxruntime, not JAX")
 
     def host_policy(self) -> Callable[[np.ndarray], np.ndarray]:
-        """obs [B, O] numpy -> action [B, A] numpy: onnxruntime for a file, else the jitted
-        policy. An exported file's history (if its spec has one) restarts here."""
-        if self.onnx is not None:
-            self.onnx.reset()
-            return self.onnx.act_env
-        fn = jax.jit(self.policy(), compiler_options=self.env.jit_options)
-        return lambda obs: np.asarray(fn(obs))
+        """obs [B, O] numpy -> action [B, A] numpy through onnxruntime (a JAX policy is
+        evaluated inside one jitted rollout: `policy`). The file's history restarts here."""
+        if self.onnx is None:
+            raise CrlDistillError(f"{self.source}: a {self.kind} acts in JAX (Artifact.policy)")
+        self.onnx.reset()
+        return self.onnx.act_env
 
     @property
     def params(self) -> Any:
@@ -86,7 +84,7 @@ class Artifact:
         raise CrlDistillError(f"{self.source}: an exported file has no JAX parameters")
 
     @property
-    def input_size(self) -> tuple[int, int]:
+    def io_sizes(self) -> tuple[int, int]:
         """(observation size, action size) the policy expects and returns."""
         if self.onnx is not None:
             return self.onnx.env_state_size + self.onnx.goal_size, self.onnx.action_size
@@ -100,7 +98,7 @@ class Artifact:
         target = make(name)
         if self.in_jax:
             target = observed(target, getattr(self.env, "spec", None))
-        obs_size, action_size = self.input_size
+        obs_size, action_size = self.io_sizes
         if target.observation_size != obs_size or target.action_size != action_size:
             raise CrlDistillError(
                 f"env mismatch: the policy was made for {self.env.name!r} (obs {obs_size}, "

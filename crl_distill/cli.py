@@ -263,8 +263,9 @@ def teacher(
 ) -> None:
     """Train a deep goal-conditioned contrastive RL teacher (residual MLPs up to 1000 layers).
 
-    Defaults come from a preset for the machine: on CPU a minutes-long pointmaze run, on GPU
-    the paper's settings (512 envs, batch 256, width 256). The network options (--depth,
+    Defaults come from a preset for the machine: on CPU a minutes-long pointmaze run (with
+    longer epochs and budgets of their own for the reacher and the ant), on GPU the paper's
+    settings (512 envs, batch 256, width 256). The network options (--depth,
     --width, --layer-norm, ...) set actor and critic alike. Writes config.json, metrics.jsonl,
     checkpoints/ and learning_curve.png into the run directory.
     """
@@ -363,6 +364,11 @@ def export(
         help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions).")] = "crl",
     opset: Annotated[int, typer.Option(help="ONNX opset (13-23) for older on-robot runtimes.")] = 23,
     act_samples: ActSamplesOpt = 1,
+    robust: Annotated[str | None, typer.Option(
+        help="Also gate robustness: the file in native MuJoCo under this perturbation (as `eval "
+             "--perturb`) must keep --min-retention x the clean teacher's time at goal.")] = None,
+    min_retention: Annotated[float, typer.Option(
+        help="Fraction of the clean teacher's time at goal the --robust gate requires.")] = 0.8,
 ) -> None:
     """Export a student (or teacher) policy to ONNX and run the parity gates.
 
@@ -376,7 +382,7 @@ def export(
 
     res = run_export(from_, out=out, student=student, skip_gates=skip_gates, episodes=episodes,
                      seed=seed, fmt=format_, cc=cc, io_names=io_names, opset=opset,
-                     act_samples=act_samples)
+                     act_samples=act_samples, robust=robust, min_retention=min_retention)
     g = res.report["gates"]
     if g.get("skipped"):
         console.print(f"[yellow]gates skipped[/]; wrote [bold]{res.path}[/]")
@@ -390,6 +396,12 @@ def export(
         f"\n  closed loop: success {cl['success_episodes_onnx']}/{cl['episodes']} (ONNX) vs "
         f"{cl['success_episodes_jax']}/{cl['episodes']} (JAX); action deviation max "
         f"{cl['action_deviation_max']:.2e}", highlight=False)
+    if "robust" in g:
+        rb = g["robust"]
+        console.print(f"  robust (native MuJoCo, {rb['episodes']} episodes): time at goal "
+                      f"{rb['native']['time_at_goal']:.1f} = {rb['retention_time_at_goal']:.2f} x "
+                      f"the clean teacher's {rb['teacher_time_at_goal']:.1f} (min "
+                      f"{rb['min_retention']:g})", highlight=False)
     if res.c_paths:
         c = res.report["c"]
         console.print(f"wrote [bold]{', '.join(map(str, res.c_paths))}[/]\n  C vs ONNX: max |diff| "
@@ -451,6 +463,7 @@ def inspect(
          ", ".join(k for k, v in (m.get("gates") or {}).items()
                    if isinstance(v, dict) and v.get("passed"))),
         ("native model", "yes (crl-distill eval --sim mujoco)" if m.get("native") else "no"),
+        ("robustness", _robust_row((m.get("gates") or {}).get("robust"))),
         ("weights sha256", str(m.get("weights_sha256", "not recorded"))[:16] + "..."),
     ]
     for k, v in rows:
@@ -469,30 +482,38 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     sim: Annotated[str, typer.Option(help="Also run in this simulator: `mujoco` (native MuJoCo, "
                                           "an exported .onnx only).")] = "none",
+    perturb: Annotated[str | None, typer.Option(
+        help="Evaluate under sensor noise, latency and model error: a preset (none, mild, robot) "
+             "or fields, e.g. latency=0.02,obs_noise=1,mass=0.8:1.2 (README, \"Robot "
+             "perturbations\").")] = None,
 ) -> None:
     """Evaluate a teacher run, a student or an exported ONNX file on fixed seeds.
 
     Prints time at goal, success_any and final distance with 95% confidence intervals. With
     `--sim mujoco`, runs the exported file in the training simulator and in native MuJoCo from
-    the same starts and goals and prints both side by side.
+    the same starts and goals and prints both side by side. `--perturb` keeps the starts and
+    goals and adds the robot's trouble in every simulator it runs.
     """
+    from crl_distill.perturb import parse_perturbation
+
     require_choice("--sim", sim, ("none", "mujoco"))
+    spec = parse_perturbation(perturb)
     if sim == "mujoco":
-        _eval_native(from_, env, episodes, seed, as_json)
+        _eval_native(from_, env, episodes, seed, as_json, spec)
         return
     from crl_distill.artifacts import load_artifact
     from crl_distill.evaluation import evaluate_artifact
     from crl_distill.teacher.acting import Acting
 
     r = evaluate_artifact(load_artifact(from_, student, acting=Acting(act_samples)), env=env,
-                          episodes=episodes, seed=seed)
+                          episodes=episodes, seed=seed, perturb=spec)
     if as_json:
         import json
 
         print(json.dumps(r, indent=2))
         return
     table = Table(title=f"{r['kind']} {r['name']} on {r['env']} ({int(r['episodes'])} episodes, "
-                        f"seed {seed})")
+                        f"seed {seed}{_perturbed_by(spec)})")
     table.add_column("metric")
     table.add_column("mean", justify="right")
     table.add_column("95% CI", justify="right")
@@ -501,21 +522,78 @@ def eval_(
     console.print(table)
 
 
-def _eval_native(path: Path, env: str | None, episodes: int, seed: int, as_json: bool) -> None:
+@_command()
+def robustness(
+    from_: Annotated[Path, typer.Option("--from", help="An exported .onnx file.")],
+    episodes: Annotated[int, typer.Option(help="Episodes per level (the same seeds at each).")] = 64,
+    seed: EvalSeedOpt = 0,
+    factors: Annotated[str | None, typer.Option(
+        help="Comma-separated factors [obs_noise,latency,action_noise,mass,friction,gain,"
+             "damping].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="JSON path [<file>_robustness.json beside the file]; the PNG beside it.")] = None,
+) -> None:
+    """Sweep each perturbation factor over 5 levels in native MuJoCo: time at goal and
+    success_any with 95% intervals per level, and the first level keeping less than 0.8 of
+    the clean time at goal. Writes JSON and PNG."""
+    from crl_distill.fileio import atomic_write_json
+    from crl_distill.robustness import plot_robustness
+    from crl_distill.robustness import robustness as run
+
+    if from_.suffix != ".onnx":
+        _fail(f"robustness runs an exported policy: {from_} is not an .onnx file")
+    r = run(from_, episodes=episodes, seed=seed,
+            factors=[f.strip() for f in factors.split(",")] if factors else None)
+    out = out or from_.with_name(f"{from_.stem}_robustness.json")
+    atomic_write_json(out, r)
+    png = plot_robustness(r, out.with_suffix(".png"))
+    table = Table(title=f"{from_.name} on {r['env']}, native MuJoCo, {episodes} episodes per "
+                        f"level; clean time at goal {r['clean']['time_at_goal']:.1f}")
+    for col in ("factor", "levels", "time at goal per level", "retention < 0.8 from"):
+        table.add_column(col)
+    for f, v in r["factors"].items():
+        rows = v["levels"]
+        table.add_row(f, " ".join(f"{x['level']:g}" for x in rows),
+                      " ".join(f"{x['time_at_goal']:.0f}" for x in rows),
+                      "-" if v["breaks_at"] is None else f"{v['breaks_at']:g}")
+    for f, why in r["skipped"].items():
+        table.add_row(f, "skipped", why, "")
+    console.print(table)
+    console.print(f"wrote {out} and {png}", highlight=False)
+
+
+def _robust_row(rb: dict | None) -> str:
+    if not rb:
+        return "not tested (export --robust SPEC)"
+    from crl_distill.perturb import Perturbation
+
+    spec = Perturbation.from_dict(rb["perturbation"])
+    return (f"under {spec.preset or spec.describe()} ({spec.describe()}): native time at goal "
+            f"{rb['native']['time_at_goal']:.1f} = {rb['retention_time_at_goal']:.2f} x the clean "
+            f"teacher's (min {rb['min_retention']:g})")
+
+
+def _perturbed_by(spec: Any) -> str:
+    name = spec.preset if spec.preset and not spec.preset.endswith("+") else spec.describe()
+    return "" if spec.is_none else f", perturbed: {name}"
+
+
+def _eval_native(path: Path, env: str | None, episodes: int, seed: int, as_json: bool,
+                 spec: Any) -> None:
     from crl_distill.evaluation import evaluate_native
 
     if path.suffix != ".onnx":
         _fail(f"--sim mujoco runs an exported policy: {path} is not an .onnx file")
     if env is not None:
         _fail("--sim mujoco evaluates on the file's own robot; drop --env")
-    r = evaluate_native(str(path), episodes=episodes, seed=seed)
+    r = evaluate_native(str(path), episodes=episodes, seed=seed, perturb=spec)
     if as_json:
         import json
 
         print(json.dumps(r, indent=2))
         return
     table = Table(title=f"{path.name} on {r['env']}: training simulator vs native MuJoCo "
-                        f"({episodes} episodes, seed {seed})")
+                        f"({episodes} episodes, seed {seed}{_perturbed_by(spec)})")
     for col in ("metric", "brax (JAX)", "native MuJoCo", "native / brax"):
         table.add_column(col, justify="right")
     for k in ("success_any", "time_at_goal", "final_dist"):

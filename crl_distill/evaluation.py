@@ -19,10 +19,12 @@ import numpy as np
 
 from crl_distill.envs import make
 from crl_distill.envs.base import GoalEnv
+from crl_distill.envs.perturbed import perturbed, true_start
 from crl_distill.errors import CrlDistillError
 from crl_distill.metrics import episode_metrics, summarize
 from crl_distill.native import NativeSim
 from crl_distill.native import rollout as native_rollout
+from crl_distill.perturb import NONE, Perturbation
 from crl_distill.runtime import OnnxPolicy
 
 if TYPE_CHECKING:  # the artifact loader knows every stage; this module sits below them
@@ -90,13 +92,14 @@ def evaluate(env: GoalEnv, policy: BatchPolicy, num_episodes: int = 256, seed: i
 
 
 def evaluate_artifact(artifact: Artifact, env: str | None = None, episodes: int = 256,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, perturb: Perturbation = NONE) -> dict[str, Any]:
     """Any loaded artifact (`artifacts.load_artifact`: teacher, student or exported file) on
-    the same seeded episodes, in its own env or in `env` (seen as it sees its own): a JAX
-    policy inside one jitted rollout, an exported file through onnxruntime."""
+    the same seeded episodes, in its own env or in `env` (seen as it sees its own), under
+    `perturb` (same starts and goals as without): a JAX policy inside one jitted rollout, an
+    exported file through onnxruntime."""
     if episodes < 1:
         raise CrlDistillError("episodes must be >= 1")
-    target = artifact.target_env(env)
+    target = perturbed(artifact.target_env(env), perturb)
     if artifact.in_jax:
         summary = evaluate(target, artifact.policy(), episodes, seed)
     else:
@@ -105,15 +108,17 @@ def evaluate_artifact(artifact: Artifact, env: str | None = None, episodes: int 
     return {"source": str(artifact.source), "kind": artifact.kind, "name": artifact.name,
             "env": target.name, "trained_on": trained_on, "seed": seed,
             **({"acting": artifact.acting.to_dict()} if artifact.kind == "teacher" else {}),
-            **summary}
+            "perturbation": perturb.to_dict(), **summary}
 
 
-def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[str, Any]:
+def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0,
+                    perturb: Perturbation = NONE) -> dict[str, Any]:
     """An exported policy in the training simulator and in native MuJoCo, side by side.
 
     Both run the file through onnxruntime from the same starts and goals (the env's own reset
     for `episode_keys(seed, episodes)`): the brax/JAX env steps one simulator, MuJoCo's C engine
-    (`crl_distill.native`, reading the model the file carries) the other. Returns
+    (`crl_distill.native`, reading the model the file carries) the other. Under `perturb` both
+    run it, each episode with the same model draw in both. Returns
     {"brax": summary, "native": summary, "ratio": {metric: native / brax}}.
     """
     if episodes < 2:
@@ -126,7 +131,7 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[
     if spec.get("env") != policy.env:
         raise CrlDistillError(f"{onnx_path}: its native model is for {spec.get('env')!r} but the "
                               f"policy controls {policy.env!r}")
-    env = make(policy.env)
+    env = perturbed(make(policy.env), perturb)
     if policy.env_state_size != env.state_size:
         what = "its observation spec reads" if policy.obs_spec is not None else "it observes"
         raise CrlDistillError(f"{onnx_path}: {what} {policy.env_state_size} state values but "
@@ -135,16 +140,18 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0) -> dict[
     start = jax.device_get(jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)(keys))
     policy.reset()
     brax = summarize(rollout_host(env, policy.act_env, keys))
-    sim = NativeSim(spec, episodes)
+    sim = NativeSim(spec, episodes, perturb=perturb, seed=seed)
     policy.reset()
-    per_step = native_rollout(sim, policy.act_env, np.asarray(start.sim.q), np.asarray(start.sim.qd),
+    robot, factors = true_start(env, start)
+    per_step = native_rollout(sim, policy.act_env, np.asarray(robot.sim.q), np.asarray(robot.sim.qd),
                               np.asarray(start.goal), list(env.goal_indices),
-                              env.success_threshold, env.episode_length)
+                              env.success_threshold, env.episode_length, factors)
     native = summarize(episode_metrics(**per_step))
     ratio = {k: (native[k] / brax[k] if brax[k] else float("nan"))
              for k in ("success_any", "time_at_goal")}
     return {"source": str(onnx_path), "env": env.name, "episodes": episodes, "seed": seed,
-            "control_period": sim.control_period, "brax": brax, "native": native, "ratio": ratio}
+            "control_period": sim.control_period, "perturbation": perturb.to_dict(),
+            "brax": brax, "native": native, "ratio": ratio}
 
 
 __all__ = ["episode_keys", "episode_metrics", "evaluate", "evaluate_artifact", "evaluate_native",

@@ -15,6 +15,7 @@ computes it, and early termination follows the same torso-height rule.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,16 @@ import mujoco
 import numpy as np
 
 from crl_distill.errors import CrlDistillError
+from crl_distill.perturb import (
+    MODEL_FIELDS,
+    NONE,
+    Perturbation,
+    Schedule,
+    body_factor_index,
+    draw_factors,
+    noise_scale,
+    scaled_fields,
+)
 
 
 def _observe_reacher(model: mujoco.MjModel) -> Callable[[mujoco.MjData], np.ndarray]:
@@ -95,9 +106,13 @@ class NativeSim:
 
     spec: {"env", "mjcf", "observer", "healthy_z_range"} as written by
     `BraxGoalEnv.native_spec` (and stored in exported files as metadata `native`).
+    `perturb`: the robot's trouble (`crl_distill.perturb`), with the JAX env's semantics:
+    `observation()` is what the policy sees, `state()` the true state; `seed` draws the
+    model factors and the noise.
     """
 
-    def __init__(self, spec: dict[str, Any], num_envs: int = 1):
+    def __init__(self, spec: dict[str, Any], num_envs: int = 1, perturb: Perturbation = NONE,
+                 seed: int = 0):
         try:
             self.model = mujoco.MjModel.from_xml_string(spec["mjcf"])
             observer = OBSERVERS[spec["observer"]]
@@ -117,21 +132,54 @@ class NativeSim:
         self.starts = spec.get("starts")
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         self._observe = observer(self.model)
+        self.perturb = perturb
+        self.schedule = Schedule.of(perturb, float(self.model.opt.timestep), self.frame_skip)
+        self._rng = np.random.default_rng(seed)
+        units = tuple(spec.get("state_units") or ())
+        self._noise = noise_scale(units, len(units), perturb) if units else None
+        if perturb.obs_noise and self._noise is None:
+            raise CrlDistillError(f"the native model for {self.env!r} records no state units, "
+                                  f"which sensor noise is sized by: export the file again")
+        # one model per env where each episode draws its own
+        self.models = ([copy.deepcopy(self.model) for _ in range(num_envs)]
+                       if perturb.randomizes_model else [self.model] * num_envs)
+        self._base = {f: getattr(self.model, f).copy() for name in MODEL_FIELDS
+                      for f in MODEL_FIELDS[name][0]}
+        # mass factors are drawn per body as the JAX env's (fused) model has them
+        self._body_factor = body_factor_index(self.model.body_parentid, self.model.body_jntnum)
+        self.sizes = {"nbody": int(self._body_factor.max()) + 1, "nu": self.model.nu,
+                      "nv": self.model.nv}
+        self.factors: list[dict[str, np.ndarray]] = [{} for _ in range(num_envs)]
+        self._commands = self._readings = self._seen = None
 
     @property
     def num_envs(self) -> int:
         return len(self.datas)
 
-    def set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
-        """q [E, nq], qd [E, nv]: joint positions and velocities (the JAX env's `sim.q/qd`)."""
+    def set_state(self, q: np.ndarray, qd: np.ndarray,
+                  factors: list[dict[str, np.ndarray]] | None = None) -> None:
+        """q [E, nq], qd [E, nv]: joint positions and velocities (the JAX env's `sim.q/qd`):
+        an episode start. A randomizing perturbation draws each env's model factors here, or
+        takes them from `factors` (one dict per env, `perturb.draw_factors`)."""
         q, qd = np.asarray(q, np.float64), np.asarray(qd, np.float64)
         if q.shape != (self.num_envs, self.model.nq) or qd.shape != (self.num_envs, self.model.nv):
             raise CrlDistillError(f"native state shapes {q.shape}, {qd.shape} do not fit "
                                   f"{self.num_envs} x (nq {self.model.nq}, nv {self.model.nv})")
-        for data, qi, qdi in zip(self.datas, q, qd, strict=True):
-            mujoco.mj_resetData(self.model, data)
+        if self.perturb.randomizes_model:
+            self.factors = factors or [draw_factors(self.perturb, self.sizes, self._rng)
+                                       for _ in range(self.num_envs)]
+            for model, f in zip(self.models, self.factors, strict=True):
+                per_body = {**f, "mass": f["mass"][self._body_factor]} if "mass" in f else f
+                for field, value in scaled_fields(self._base, per_body).items():
+                    getattr(model, field)[:] = value
+        for model, data, qi, qdi in zip(self.models, self.datas, q, qd, strict=True):
+            mujoco.mj_resetData(model, data)
             data.qpos[:], data.qvel[:] = qi, qdi
-            mujoco.mj_forward(self.model, data)
+            mujoco.mj_forward(model, data)
+        sched = self.schedule
+        self._commands = np.zeros((self.num_envs, sched.action_slots, self.model.nu))
+        self._readings = np.repeat(self.state()[:, None], sched.obs_lag + 1, axis=1)
+        self._seen = self._sensed()
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """Draw a start and goal per env from the env's own distribution (the model's `starts`)
@@ -153,15 +201,38 @@ class NativeSim:
         return np.asarray(goal, np.float32)
 
     def step(self, action: np.ndarray) -> None:
-        """action [E, A] in [-1, 1] (clipped, as the JAX env clips): one control period."""
+        """action [E, A] in [-1, 1] (clipped, as the JAX env clips): one control period, its
+        substeps driven by the commands that have arrived (`perturb.Schedule`)."""
         action = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -1.0, 1.0)
-        for data, a in zip(self.datas, action, strict=True):
-            data.ctrl[:] = a
-            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+        if self.perturb.action_noise:
+            action = np.clip(action + self.perturb.action_noise * self._rng.uniform(
+                -1.0, 1.0, action.shape), -1.0, 1.0)
+        self._commands = np.concatenate([action[:, None], self._commands[:, :-1]], 1)
+        reading = []
+        for model, data, commands in zip(self.models, self.datas, self._commands, strict=True):
+            for count, slot, read in self.schedule.segments():
+                data.ctrl[:] = commands[slot]
+                mujoco.mj_step(model, data, nstep=count)
+                if read:
+                    reading.append(self._observe(data))
+        self._readings = np.concatenate([np.asarray(reading, np.float32)[:, None],
+                                         self._readings[:, :-1]], 1)
+        self._seen = self._sensed()
 
     def state(self) -> np.ndarray:
-        """[E, state_size] float32, laid out as the JAX env's state."""
+        """[E, state_size] float32, the true state, laid out as the JAX env's state."""
         return np.stack([self._observe(d) for d in self.datas]).astype(np.float32)
+
+    def observation(self) -> np.ndarray:
+        """[E, state_size] float32: the state as the policy sees it (delayed, noisy); the
+        true `state()` without a perturbation."""
+        return self._seen if self._seen is not None else self.state()
+
+    def _sensed(self) -> np.ndarray:
+        seen = self._readings[:, -1].astype(np.float32)
+        if self.perturb.obs_noise:
+            seen = seen + self._noise * self._rng.uniform(-1.0, 1.0, seen.shape).astype(np.float32)
+        return seen
 
     def terminated(self, state: np.ndarray) -> np.ndarray:
         """[E] bool: the torso height (state[:, 2]) left the healthy range, if the env has one."""
@@ -173,14 +244,15 @@ class NativeSim:
 
 def rollout(sim: NativeSim, act: Callable[[np.ndarray], np.ndarray], q: np.ndarray,
             qd: np.ndarray, goal: np.ndarray, goal_indices: list[int], threshold: float,
-            steps: int) -> dict[str, np.ndarray]:
-    """One episode per env from the given starts: per-step success, terminated and distance
-    [T, E] (feed them to `crl_distill.metrics.episode_metrics`)."""
-    sim.set_state(q, qd)
+            steps: int, factors: list[dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """One episode per env from the given starts (and model factors, `NativeSim.set_state`):
+    per-step success, terminated and distance [T, E] of the true state (feed them to
+    `crl_distill.metrics.episode_metrics`); the policy acts on `sim.observation()`."""
+    sim.set_state(q, qd, factors)
     goal = np.asarray(goal, np.float32)
     success, terminated, dist = [], [], []
     for _ in range(steps):
-        sim.step(act(np.concatenate([sim.state(), goal], 1)))
+        sim.step(act(np.concatenate([sim.observation(), goal], 1)))
         state = sim.state()
         d = np.linalg.norm(state[:, goal_indices] - goal, axis=1)
         success.append(d < threshold)

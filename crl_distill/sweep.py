@@ -130,10 +130,10 @@ def _aggregate(env: str, out: Path, cells: list[Cell], cfgs: dict, seeds: list[i
                 row.setdefault("students", {}).setdefault(s["name"], []).append(
                     {m: s[f"eval/{m}"] for m in METRICS})
         for name, per_seed in row.get("students", {}).items():
-            row["students"][name] = {
-                **{m: seed_interval([p[m] for p in per_seed])[0] for m in METRICS},
-                **{f"{m}_ci95": seed_interval([p[m] for p in per_seed])[1] for m in METRICS},
-                "per_seed": per_seed}
+            summary: dict[str, Any] = {"per_seed": per_seed}
+            for m in METRICS:
+                summary[m], summary[f"{m}_ci95"] = seed_interval([p[m] for p in per_seed])
+            row["students"][name] = summary
         rows.append(row)
     return {"env": env, "seeds": seeds, "total_env_steps": total_env_steps,
             "teacher": {k: v for k, v in cfgs[cells[0]].to_dict().items()

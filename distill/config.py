@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.perturb import Perturbation, parse_perturbation
 from crl_distill.settings import help_of, setting
 from crl_distill.teacher.acting import Acting
 
@@ -41,6 +42,10 @@ class DistillConfig:
                                   "label_samples actor samples under the critic).")
     label_samples: int = setting(16, "Candidates per label with label critic.")
     seed: int = setting(0, "Random seed.")
+    perturb: str = setting("", "Distill under sensor noise, latency and model error: DAgger rolls "
+                               "out in the perturbed robot, the teacher labels from the clean state, "
+                               "the student learns from what it would sense (a preset: mild, robot; "
+                               "or fields, as `crl-distill eval --perturb`).")
 
     def __post_init__(self) -> None:
         require_choice("mode", self.mode, MODES)
@@ -59,6 +64,7 @@ class DistillConfig:
                 raise CrlDistillError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not isinstance(self.seed, int):
             raise CrlDistillError(f"seed must be an integer, got {self.seed!r}")
+        self.perturbation  # noqa: B018  (refuses a bad spec here, in one line)
 
     def beta(self, iteration: int) -> float:
         """Probability that the teacher's action is executed at a step of `iteration`."""
@@ -69,6 +75,10 @@ class DistillConfig:
     @property
     def states_per_iter(self) -> int:
         return self.num_envs * self.steps_per_iter
+
+    @property
+    def perturbation(self) -> Perturbation:
+        return parse_perturbation(self.perturb)
 
     @property
     def acting(self) -> Acting:

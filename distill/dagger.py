@@ -23,7 +23,8 @@ import optax
 from flax import struct
 
 from crl_distill.envs.base import GoalEnv, auto_reset
-from crl_distill.envs.observed import observed, teacher_obs
+from crl_distill.envs.observed import observed
+from crl_distill.envs.perturbed import perturbed, teacher_view
 from crl_distill.student.model import StudentConfig, init_student, make_student
 from crl_distill.teacher.crl import energy_matrix
 from crl_distill.teacher.networks import deterministic_policy
@@ -134,9 +135,9 @@ class Distiller:
     def __init__(self, teacher: Any, scfg: StudentConfig, dcfg: DistillConfig):
         self.teacher, self.scfg, self.dcfg = teacher, scfg, dcfg
         self.env: GoalEnv = teacher.env
-        #: the env as the student sees it (its observation spec); the teacher labels from the
-        #: full observation underneath
-        self.senv: GoalEnv = observed(teacher.env, scfg.obs_spec)
+        #: the env as the student sees it (its observation spec, on a robot perturbed as
+        #: `dcfg.perturb` says); the teacher labels from the full, clean observation underneath
+        self.senv: GoalEnv = perturbed(observed(teacher.env, scfg.obs_spec), dcfg.perturbation)
         self.modules = make_student(scfg, self.env.action_size)
         self.optimizer = optax.adam(dcfg.learning_rate)
         self.energy = teacher.config.energy
@@ -185,7 +186,7 @@ class Distiller:
 
         def body(s, k):
             k_mix, k_reset = jax.random.split(k)
-            full = teacher_obs(env, s)
+            full = teacher_view(env, s)
             t_action = self.teacher_action(teacher_params, full)
             s_action = deterministic_policy(self.modules.policy, student_params["policy"])(s.obs)
             use_teacher = jax.random.bernoulli(k_mix, beta, (n,))

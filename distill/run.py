@@ -72,8 +72,11 @@ def settings_identity(scfg: StudentConfig, dcfg: DistillConfig, teacher: Teacher
     acting among them) and the teacher file and epoch. A finished student file and an
     interrupted loop are reused only under equal identities. JSON-normal (tuples as lists), so
     it compares equal to what a file header read back holds."""
+    distill = dataclasses.asdict(dcfg)
+    if not distill["perturb"]:  # files from before the field existed stay reusable
+        del distill["perturb"]
     return json.loads(json.dumps({
-        "student": dataclasses.asdict(scfg), "distill": dataclasses.asdict(dcfg),
+        "student": dataclasses.asdict(scfg), "distill": distill,
         "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}))
 
 
@@ -202,7 +205,12 @@ class StudentRun:
             "param_fraction_of_teacher_actor": actor_params / self.teacher.param_counts["actor"],
             "observation": env.layout if env is not self.teacher.env else "teacher's",
             "flops_per_action": policy_flops(scfg, env.observation_size, env.action_size),
+            # the student is scored where it was distilled: under this perturbation (the
+            # teacher's row: clean, so retention is against the clean teacher)
+            "perturbation": dcfg.perturbation.to_dict(),
             **{f"eval/{k}": v for k, v in ev.items()},
+            # the clean teacher on the same seeds, forward to the export's robustness gate
+            "teacher_eval": {k: teacher_eval[k] for k in ("success_any", "time_at_goal", "episodes")},
             "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
             "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
             **self.heldout_metrics(),

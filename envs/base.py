@@ -174,6 +174,27 @@ class GoalEnv:
         }
 
 
+class WrappedEnv(GoalEnv):
+    """A GoalEnv over another, `inner`, that changes what the policy sees (`observed.py`,
+    `perturbed.py`): physics, XLA options, action bounds and the native model stay inner's."""
+
+    def __init__(self, inner: GoalEnv, attrs: tuple[str, ...]):
+        self.inner = inner
+        for attr in attrs:  # the plain values that describe the robot, as inner has them
+            setattr(self, attr, getattr(inner, attr))
+
+    @property
+    def jit_options(self) -> dict[str, Any]:
+        return self.inner.jit_options
+
+    @property
+    def action_bounds(self) -> tuple[float, float]:
+        return self.inner.action_bounds
+
+    def native_spec(self) -> dict[str, Any] | None:
+        return self.inner.native_spec()
+
+
 def auto_reset(env: GoalEnv, state: EnvState, key: jax.Array) -> EnvState:
     """Replace a finished episode with a fresh one (new start and goal); unbatched."""
     fresh = env.reset(key)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from crl_distill.envs.base import EnvState, GoalEnv
+from crl_distill.envs.base import EnvState, GoalEnv, WrappedEnv
 from crl_distill.errors import CrlDistillError
 from crl_distill.obs_spec import ObsSpec
 
@@ -25,7 +25,7 @@ class ObservedSim:
     history: jax.Array  # [history_size] = [history * kept_size], newest first
 
 
-class ObservedEnv(GoalEnv):
+class ObservedEnv(WrappedEnv):
     """`inner` observed through `spec`; sizes describe the student's input.
 
     Each size has one name and one meaning:
@@ -43,10 +43,10 @@ class ObservedEnv(GoalEnv):
 
     def __init__(self, inner: GoalEnv, spec: ObsSpec):
         spec.check(inner.state_size, f"{inner.name}'s state")
-        self.inner, self.spec = inner, spec
-        for attr in ("name", "goal_indices", "action_size", "episode_length", "success_threshold",
-                     "backend", "control_period", "termination", "goal_distribution", "options"):
-            setattr(self, attr, getattr(inner, attr))
+        super().__init__(inner, ("name", "goal_indices", "action_size", "episode_length",
+                                 "success_threshold", "backend", "control_period", "termination",
+                                 "goal_distribution", "options"))
+        self.spec = spec
         self.teacher_state_size = inner.state_size
         self.kept_size = spec.kept_size(inner.state_size)
         self.history_size = spec.history * self.kept_size
@@ -57,17 +57,6 @@ class ObservedEnv(GoalEnv):
         #: index is not kept (`_unkept_goal` lists those)
         self._unkept_goal = [i for i in self.goal_indices if i not in kept]
         self._goal_positions = None if self._unkept_goal else tuple(kept.index(i) for i in self.goal_indices)
-
-    @property
-    def jit_options(self) -> dict[str, Any]:
-        return self.inner.jit_options
-
-    @property
-    def action_bounds(self) -> tuple[float, float]:
-        return self.inner.action_bounds
-
-    def native_spec(self) -> dict[str, Any] | None:
-        return self.inner.native_spec()
 
     def _wrap(self, inner: EnvState, history: jax.Array) -> EnvState:
         obs = self.spec.student_input(inner.obs, history, self.teacher_state_size, jnp)

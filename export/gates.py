@@ -4,13 +4,17 @@
   2. numeric: onnxruntime vs JAX, max |diff| <= 1e-5 on >= 1000 observations (real rollout
      states + random ones) at batch sizes 1, 2, 7, 64; onnx.reference.ReferenceEvaluator agrees;
   3. closed_loop: onnxruntime drives the env over the JAX evaluation's seeds; success counts
-     agree within one episode; per-step action deviation is reported.
+     agree within one episode; per-step action deviation is reported;
+  4. robust (only when asked: `export(..., robust=SPEC, min_retention=R)`): the file in native
+     MuJoCo under a perturbation spec keeps >= R x the clean teacher's time at goal.
 
 The JAX side of every comparison is the function that was traced (`Artifact.policy(traceable=True)`).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +26,8 @@ from onnx.reference import ReferenceEvaluator
 from crl_distill.artifacts import Artifact
 from crl_distill.envs import GoalEnv
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import BatchPolicy, episode_keys, rollout_host, rollout_jax
+from crl_distill.evaluation import BatchPolicy, episode_keys, evaluate_native, rollout_host, rollout_jax
+from crl_distill.perturb import Perturbation
 from crl_distill.runtime import _import_ort
 
 BATCH_SIZES = (1, 2, 7, 64)
@@ -122,11 +127,38 @@ def gate_closed_loop(model: Any, env: GoalEnv, policy: BatchPolicy, episodes: in
     return {"passed": True, **result}
 
 
-def run_gates(model: Any, art: Artifact, episodes: int = 128, seed: int = 0) -> dict:
-    """All three gates in order against the traced function; raises GateError at the first
-    failure."""
-    policy = art.policy(traceable=True)
+def run_gates(model: Any, art: Artifact, episodes: int = 128, seed: int = 0,
+              policy: BatchPolicy | None = None, obs: np.ndarray | None = None) -> dict:
+    """All three gates in order against the traced function (`policy`, default
+    `art.policy(traceable=True)`) on the parity observations `obs` (default: drawn here);
+    raises GateError at the first failure."""
+    policy = art.policy(traceable=True) if policy is None else policy
+    obs = parity_observations(art.env, policy, seed) if obs is None else obs
     gates = {"checker": gate_checker(model)}
-    gates["numeric"] = gate_numeric(model, policy, parity_observations(art.env, policy, seed))
+    gates["numeric"] = gate_numeric(model, policy, obs)
     gates["closed_loop"] = gate_closed_loop(model, art.env, policy, episodes, seed)
     return gates
+
+
+def gate_robust(data: bytes, out: Path, spec: Perturbation, min_retention: float,
+                teacher_time_at_goal: float, episodes: int, seed: int) -> dict:
+    """The file as it will be written, in native MuJoCo under `spec`: its time at goal must be
+    at least `min_retention` x the clean teacher's (same seeds as the distillation's scoring
+    where the teacher figure comes from the student file)."""
+    tmp = out.with_name(f".{out.name}.robust-{os.getpid()}.onnx")
+    try:
+        tmp.write_bytes(data)
+        r = evaluate_native(str(tmp), episodes=episodes, seed=seed, perturb=spec)
+    finally:
+        tmp.unlink(missing_ok=True)
+    got = r["native"]["time_at_goal"]
+    ratio = got / teacher_time_at_goal if teacher_time_at_goal > 0 else float("nan")
+    result = {"perturbation": spec.to_dict(), "episodes": episodes, "seed": seed,
+              "native": r["native"], "training_sim": r["brax"],
+              "teacher_time_at_goal": teacher_time_at_goal, "retention_time_at_goal": ratio,
+              "min_retention": min_retention}
+    if not ratio >= min_retention:
+        raise GateError("robust", f"native MuJoCo time at goal under {spec.describe()}: {got:.1f}, "
+                                  f"{ratio:.2f} x the clean teacher's {teacher_time_at_goal:.1f}, "
+                                  f"below --min-retention {min_retention:g}")
+    return {"passed": True, **result}

@@ -25,8 +25,15 @@ from crl_distill.artifacts import Artifact, load_artifact
 from crl_distill.checkpoint import params_sha256
 from crl_distill.dirlock import releases_locks
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.evaluation import BatchPolicy
 from crl_distill.export import c_export, exported
-from crl_distill.export.gates import gate_checker, ort_session, parity_observations, run_gates
+from crl_distill.export.gates import (
+    gate_checker,
+    gate_robust,
+    ort_session,
+    parity_observations,
+    run_gates,
+)
 from crl_distill.export.trace import (
     DEFAULT_OPSET,
     IO_NAMES,
@@ -38,6 +45,7 @@ from crl_distill.export.trace import (
     trace_policy,
 )
 from crl_distill.fileio import atomic_write_bytes, provenance
+from crl_distill.perturb import parse_perturbation
 from crl_distill.runtime import weights_sha256
 from crl_distill.teacher.acting import Acting
 from crl_distill.teacher.run_dir import run_of
@@ -62,12 +70,16 @@ class ExportResult:
 def export(source: str | Path | Artifact, out: str | Path | None = None,
            student: str | None = None, skip_gates: bool = False, episodes: int = 128,
            seed: int = 0, fmt: str = "onnx", cc: str | None = None, io_names: str = "crl",
-           opset: int = DEFAULT_OPSET, act_samples: int = 1) -> ExportResult:
+           opset: int = DEFAULT_OPSET, act_samples: int = 1, robust: str | None = None,
+           min_retention: float = 0.8) -> ExportResult:
     """Trace, check and write `out` (default: policy.onnx next to the source) atomically.
 
     `source`: anything `load_artifact` reads (a teacher acting as `act_samples` says) or an
     artifact already loaded. fmt="c" also writes a dependency-free C99 policy.h / policy.c
-    beside it (students only), gated against the ONNX file (`export.c_export`).
+    beside it (students only), gated against the ONNX file (`export.c_export`). `robust`, a
+    perturbation spec (`crl_distill.perturb`): the file is written only if, in native MuJoCo
+    under it, its time at goal is >= `min_retention` x the clean teacher's (the teacher's
+    figure from the student file, `episodes` episodes); spec and figures go into the metadata.
     """
     if episodes < 1:
         raise CrlDistillError("episodes must be >= 1")
@@ -88,24 +100,45 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
     out = Path(out) if out is not None else exported.default_file(run_of(art.source), art.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
+    if not min_retention > 0:
+        raise CrlDistillError(f"--min-retention must be > 0, got {min_retention}")
+    robust_spec = parse_perturbation(robust) if robust else None
+    teacher_tag = _clean_teacher_time_at_goal(art) if robust_spec is not None else 0.0
+    if robust_spec is not None and (skip_gates or not art.env.native_spec()):
+        raise CrlDistillError("--robust is measured in native MuJoCo: it needs the gates and a "
+                              f"robot with a native model ({art.env.name} has "
+                              f"{'one' if art.env.native_spec() else 'none'})")
     exported.lock(out)
 
     t0 = time.perf_counter()
-    model = trace_policy(art, io_names, opset)
+    # one traced function and one observation set serve the trace, the golden pairs and every
+    # gate (ONNX and C), so that they all judge the same thing
+    policy = art.policy(traceable=True)
+    model = trace_policy(art, io_names, opset, policy)
     # File names, not paths: the report may travel with the file (see fileio.provenance).
     report: dict[str, Any] = {**provenance("source", art.source), "kind": art.kind,
                               "name": art.name, "env": art.env.name, "target": out.name,
                               "trace_s": time.perf_counter() - t0}
-    golden = golden_pairs(art, seed)
+    obs = parity_observations(art.env, policy, seed)
+    golden = golden_pairs(policy, obs)
     if skip_gates:
         gates: dict[str, Any] = {"skipped": True, "reason": "skipped by --skip-gates"}
     else:
         with _failure_reported(out, report):
-            gates = run_gates(model, art, episodes, seed)
+            gates = run_gates(model, art, episodes, seed, policy, obs)
     meta = build_metadata(art, golden, gates)
     set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
                          "weights_sha256": weights_sha256(model)})
     data = model.SerializeToString()
+    if robust_spec is not None:
+        with _failure_reported(out, report):
+            gates["robust"] = gate_robust(data, out, robust_spec, min_retention, teacher_tag,
+                                          episodes, seed)
+        # the spec it was tested under and what it measured travel in the file
+        meta = build_metadata(art, golden, gates)
+        set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
+                             "weights_sha256": weights_sha256(model)})
+        data = model.SerializeToString()
     files: dict[Path, bytes] = {out: data}  # written together, once everything passed
     critic_path = None
     if has_critic(art):
@@ -126,9 +159,7 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
         else:
             with _failure_reported(out, report, gate="c"):
                 report["c"] = c_export.c_gates(
-                    header, source_c, ort_session(data),
-                    parity_observations(art.env, art.policy(traceable=True), seed), golden, cc,
-                    prefix)
+                    header, source_c, ort_session(data), obs, golden, cc, prefix)
         c_written = c_export.c_files(out.parent, header, source_c, prefix,
                                      meta["native"]["mjcf"] if "native" in meta else None)
         files.update(c_written)
@@ -144,13 +175,24 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
                         critic_path=critic_path, c_paths=c_paths, artifact=art)
 
 
-def golden_pairs(art: Artifact, seed: int) -> list[dict]:
-    """`GOLDEN_PAIRS` real observations and the traced policy's actions on them: stored in the
-    file, replayed by `crl-distill verify` on the robot computer."""
-    policy = art.policy(traceable=True)
-    obs = parity_observations(art.env, policy, seed, n_real=GOLDEN_PAIRS, n_random=0)[:GOLDEN_PAIRS]
+def golden_pairs(policy: BatchPolicy, obs: np.ndarray) -> list[dict]:
+    """The first `GOLDEN_PAIRS` of the parity observations `obs` [N, O] (real states first)
+    and the traced `policy`'s actions on them: stored in the file, replayed by
+    `crl-distill verify` on the robot computer."""
+    obs = obs[:GOLDEN_PAIRS]
     act = np.asarray(jax.jit(policy)(jnp.asarray(obs)))
     return [{"obs": o.tolist(), "action": a.tolist()} for o, a in zip(obs, act, strict=True)]
+
+
+def _clean_teacher_time_at_goal(art: Artifact) -> float:
+    """The clean teacher's time at goal recorded with the student at distillation."""
+    summary = art.student.meta.get("summary", {}) if art.student is not None else {}
+    teacher = summary.get("teacher_eval") or {}
+    if "time_at_goal" not in teacher:
+        raise CrlDistillError(f"{art.source}: --robust compares with the clean teacher's time at "
+                              f"goal, which this {art.kind} file does not record (students "
+                              f"distilled before it was recorded: distill again)")
+    return float(teacher["time_at_goal"])
 
 
 @contextlib.contextmanager

@@ -26,9 +26,12 @@ IO_NAMES = {"crl": ("obs", "action"), "rsl_rl": ("obs", "actions")}
 DEFAULT_OPSET = 23
 
 
-def trace_policy(art: Artifact, io_names: str = "crl", opset: int = DEFAULT_OPSET) -> Any:
-    """The artifact's policy as an onnx.ModelProto: obs float32 [batch, O] -> action [batch, A]."""
-    return trace_onnx(art.policy(traceable=True), art.env.observation_size,
+def trace_policy(art: Artifact, io_names: str = "crl", opset: int = DEFAULT_OPSET,
+                 policy: Callable | None = None) -> Any:
+    """The artifact's policy (or `policy`, built from it with `traceable=True`) as an
+    onnx.ModelProto: obs float32 [batch, O] -> action [batch, A]."""
+    policy = art.policy(traceable=True) if policy is None else policy
+    return trace_onnx(policy, art.env.observation_size,
                       f"crl_distill_{art.kind}_{art.name}", io_names, opset)
 
 

@@ -30,7 +30,8 @@ def configure(
     platform: str | None = None,
     **settings: Any,
 ) -> TeacherConfig:
-    """A TeacherConfig from the platform preset ("cpu" or "gpu"; default: JAX's backend).
+    """A TeacherConfig from the platform preset ("cpu" or "gpu"; default: JAX's backend; on
+    CPU with `env`'s own entry, `config.ENV_CPU_PRESETS`).
 
     Any NetConfig field (depth, width, layer_norm, residual, activation, dtype, remat, ...) sets
     actor and critic alike; `actor_depth` / `critic_depth` override the depth of one.
@@ -56,7 +57,7 @@ def configure(
         return NetConfig(**{**net, **({} if depth is None else {"depth": depth})})
 
     cfg = TeacherConfig(**{"env": env, "actor": net_with(actor_depth),
-                           "critic": net_with(critic_depth), **preset(platform), **given})
+                           "critic": net_with(critic_depth), **preset(platform, env), **given})
     if total_env_steps is not None:
         prefill = cfg.prefill_steps * cfg.num_envs
         if total_env_steps <= prefill:

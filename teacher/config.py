@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crl_distill.errors import CrlDistillError, require_choice
+from crl_distill.perturb import parse_perturbation
 from crl_distill.settings import help_of, setting
 
 LAYERS_PER_BLOCK = 4
@@ -108,6 +109,11 @@ class TeacherConfig:
     act_samples: int = setting(1, "Collect data acting with the critic: the best of K actor "
                                   "samples (1 = the plain stochastic actor, the paper's).")
     seed: int = setting(0, "Random seed of the run (networks, envs, sampling).")
+    perturb: str = setting("", "Train under a robot's model error and action latency and noise "
+                               "(domain randomization; a preset or fields, as `crl-distill eval "
+                               "--perturb`, model error on backend=mjx). The teacher still sees "
+                               "the true state: sensor noise and observation latency are for "
+                               "students.")
     # At the paper's sizes the buffer is ~0.8 GB (ant) to ~5 GB (humanoid):
     # benchmarks/checkpoint_size.py. Parameters and optimiser states are saved every epoch; a
     # resume without a stored buffer refills it by random prefill (README, "Checkpoints and resume").
@@ -129,6 +135,7 @@ class TeacherConfig:
             raise CrlDistillError("replay_capacity must hold at least two unrolls per env")
         if not 0.0 < self.discount < 1.0:
             raise CrlDistillError(f"discount must be in (0, 1), got {self.discount}")
+        parse_perturbation(self.perturb)  # a bad spec: one line, here
         for name in ("learning_rate", "alpha_learning_rate"):
             lr = getattr(self, name)
             if not math.isfinite(lr) or lr <= 0:
@@ -169,25 +176,46 @@ CPU_PRESET: dict[str, Any] = dict(
     num_envs=64, unroll_length=50, updates_per_iter=40, iters_per_epoch=10, epochs=15,
     replay_capacity=2_000, prefill_steps=200, num_eval_envs=128, alpha_learning_rate=3e-3,
     replay_checkpoint_every=1)
+#: what a CPU run changes beyond CPU_PRESET for one env, by the env's name before its options
+#: ("reacher" covers reacher:backend=mjx). The robots' episodes are 1,000 steps, so the
+#: preset's 10-iteration epochs would spend as long evaluating 128 episodes as training;
+#: longer epochs and 64 episodes keep evaluation near a quarter of an epoch. The reacher's 40
+#: epochs are ~30 min on 2 cores; its alpha learning rate is the paper's 3e-4: on 3 seeds side
+#: by side (MJX) CPU_PRESET's 3e-3 leads for the first ~0.5 M env steps, then plateaus at
+#: ~260 time at goal while 3e-4 passes it from ~0.8 M on. The ant's settings are those of its
+#: robot runs (docs/results.md, "Per-env CPU presets").
+ENV_CPU_PRESETS: dict[str, dict[str, Any]] = {
+    "reacher": dict(iters_per_epoch=20, num_eval_envs=64, epochs=40, alpha_learning_rate=3e-4),
+    "ant": dict(iters_per_epoch=40, updates_per_iter=80, num_eval_envs=64),
+}
 #: beyond the paper's settings, on GPU: its buffer is most of a checkpoint's bytes
 GPU_PRESET: dict[str, Any] = dict(replay_checkpoint_every=10)
 
 
-def preset(platform: str) -> dict[str, Any]:
-    """The preset settings for "cpu" or "gpu" (the paper's, TeacherConfig's defaults, plus
-    GPU_PRESET), as TeacherConfig field overrides."""
+def env_base(env: str) -> str:
+    """The env's name without its options: "reacher" for "reacher:backend=mjx"."""
+    return env.split(":", 1)[0]
+
+
+def preset(platform: str, env: str | None = None) -> dict[str, Any]:
+    """The preset settings for "cpu" or "gpu", as TeacherConfig field overrides: on CPU,
+    CPU_PRESET and `env`'s entry in ENV_CPU_PRESETS; on GPU the paper's (TeacherConfig's
+    defaults) for every field a CPU preset sets, plus GPU_PRESET."""
     if platform == "cpu":
-        return dict(CPU_PRESET)
-    return {**{name: getattr(PAPER, name) for name in CPU_PRESET}, **GPU_PRESET}
+        return {**CPU_PRESET, **ENV_CPU_PRESETS.get(env_base(env or PAPER.env), {})}
+    fields = set(CPU_PRESET).union(*ENV_CPU_PRESETS.values())
+    return {**{name: getattr(PAPER, name) for name in sorted(fields)}, **GPU_PRESET}
 
 
 def preset_help(name: str) -> str:
-    """'[CPU 64, GPU 512]' for a field the presets decide."""
-    return f"[CPU {preset('cpu')[name]:g}, GPU {preset('gpu')[name]:g}]"
+    """'[CPU 10 (reacher 20, ant 40), GPU 32]' for a field the presets decide."""
+    per_env = ", ".join(f"{env} {p[name]:g}" for env, p in ENV_CPU_PRESETS.items() if name in p)
+    return (f"[CPU {CPU_PRESET.get(name, getattr(PAPER, name)):g}{f' ({per_env})' if per_env else ''}, "
+            f"GPU {preset('gpu')[name]:g}]")
 
 
 #: the fields whose default the machine preset decides (the CLI leaves them unset: None)
-PRESET_FIELDS: frozenset[str] = frozenset(preset("cpu")) | frozenset(preset("gpu"))
+PRESET_FIELDS: frozenset[str] = frozenset(preset("gpu"))
 
 
 def field_help(name: str) -> str:

@@ -23,10 +23,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from crl_distill.checkpoint import load_pytree, read_meta
 from crl_distill.dirlock import releases_locks
 from crl_distill.envs import GoalEnv, make
+from crl_distill.envs.perturbed import perturbed
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import BatchPolicy
 from crl_distill.fileio import atomic_write
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
+from crl_distill.perturb import parse_perturbation
 from crl_distill.teacher.acting import ACTOR, Acting
 from crl_distill.teacher.config import TeacherConfig
 from crl_distill.teacher.crl import CRL, Carry, carry_shardings, make_mesh
@@ -190,7 +192,7 @@ def _train(cfgs: list[TeacherConfig], run_dirs: list[Path], resume: bool, progre
            logger_options: dict[str, Any] | None, stacked: bool) -> list[TrainResult]:
     """The epoch loop for one run, or for several seeds of one config vmapped (`stacked`)."""
     cfg = cfgs[0]
-    env = make(cfg.env)
+    env = training_env(cfg)
     mesh = make_mesh(devices)
     if stacked and (mesh.size > 1 or jax.process_count() > 1):
         raise CrlDistillError(f"several seeds train in one program on one device; this run has "
@@ -364,6 +366,12 @@ class Teacher:
     @property
     def param_counts(self) -> dict[str, int]:
         return teacher_param_counts(self.config, self.env)
+
+
+def training_env(cfg: TeacherConfig) -> GoalEnv:
+    """The env a teacher trains (and is scored per epoch) in: `cfg.env`, its physics under
+    `cfg.perturb` (domain randomization), its observation the true state."""
+    return perturbed(make(cfg.env), parse_perturbation(cfg.perturb), sensed=False)
 
 
 def load_teacher(path: str | Path, env: str | None = None) -> Teacher:

@@ -19,6 +19,7 @@ from crl_distill.distill.config import field_help as distill_help
 from crl_distill.errors import CrlDistillError
 from crl_distill.teacher.config import (
     CPU_PRESET,
+    ENV_CPU_PRESETS,
     PRESET_FIELDS,
     NetConfig,
     TeacherConfig,
@@ -43,7 +44,9 @@ TEACHER_FLAGS = {
     "--process-id", "--distributed-timeout", "--progress", "--no-progress", "--logger",
     "--wandb-project", "--wandb-name"}
 #: flags added since, by later issues
-TEACHER_FLAGS_ADDED = {"--seeds"}  # issue #26: seeds vmapped in one program
+# issue #26: seeds vmapped in one program; #27: domain randomization
+TEACHER_FLAGS_ADDED = {"--seeds", "--perturb"}
+STUDENT_FLAGS_ADDED = {"--perturb"}  # issue #27: distillation under robot perturbations
 STUDENT_FLAGS = {
     "--from", "--students", "--out", "--env", "--mode", "--iterations", "--num-envs",
     "--steps-per-iter", "--sgd-steps", "--batch-size", "--lr", "--beta0", "--beta-decay",
@@ -92,7 +95,8 @@ def test_every_config_field_is_one_option_with_its_default_and_help_or_says_why(
 
 
 def test_public_flags_are_unchanged():
-    for name, want in (("teacher", TEACHER_FLAGS | TEACHER_FLAGS_ADDED), ("student", STUDENT_FLAGS)):
+    for name, want in (("teacher", TEACHER_FLAGS | TEACHER_FLAGS_ADDED),
+                       ("student", STUDENT_FLAGS | STUDENT_FLAGS_ADDED)):
         got = {f for p in _command(name).params for f in _flags(p)}
         assert got == want, (name, got ^ want)
 
@@ -101,7 +105,8 @@ def test_preset_fields_default_to_none_and_show_both_presets():
     p = {q.name: q for q in _command("teacher").params}
     assert len([f for f in CPU_PRESET if f in p]) >= 7  # some (replay_capacity) have no option
     assert "[CPU 64, GPU 512]" in p["num_envs"].help
-    assert "[CPU 0.003, GPU 0.0003]" in p["alpha_learning_rate"].help
+    assert "GPU 0.0003]" in p["alpha_learning_rate"].help
+    assert "[CPU 10 (reacher 20, ant 40), GPU 32]" in p["iters_per_epoch"].help
 
 
 def _teacher_cli(monkeypatch, args: list[str]) -> TeacherConfig:
@@ -135,6 +140,20 @@ def test_teacher_cli_builds_the_configs_it_is_given(monkeypatch):
                      dtype="bfloat16", remat=True)
     assert cfg.actor == want and cfg.critic == dataclasses.replace(want, depth=12)
     assert cfg.epochs == CPU_PRESET["epochs"]  # untouched preset fields keep the preset
+
+
+def test_an_env_with_a_preset_of_its_own_gets_it_and_flags_still_win(monkeypatch):
+    reacher = _teacher_cli(monkeypatch, ["--env", "reacher:backend=mjx"])
+    assert reacher == TeacherConfig(env="reacher:backend=mjx", **preset("cpu", "reacher"))
+    assert {k: getattr(reacher, k) for k in ENV_CPU_PRESETS["reacher"]} == ENV_CPU_PRESETS["reacher"]
+    assert reacher.iters_per_epoch != CPU_PRESET["iters_per_epoch"]
+    ant = _teacher_cli(monkeypatch, ["--env", "ant", "--num-eval-envs", "7"])
+    assert (ant.updates_per_iter, ant.num_eval_envs) == (ENV_CPU_PRESETS["ant"]["updates_per_iter"], 7)
+    # the ant's mazes are other envs: the general preset
+    assert _teacher_cli(monkeypatch, ["--env", "ant_u_maze"]).iters_per_epoch == CPU_PRESET["iters_per_epoch"]
+    # on GPU every preset field is the paper's, whatever the env
+    assert preset("gpu", "reacher") == preset("gpu") and "iters_per_epoch" in preset("gpu")
+    assert "reacher 20" in preset_help("iters_per_epoch")
 
 
 def test_student_cli_builds_the_distill_config(monkeypatch):

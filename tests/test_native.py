@@ -19,6 +19,7 @@ from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import evaluate_native
 from crl_distill.export import export
 from crl_distill.native import NativeSim
+from crl_distill.perturb import NONE, Perturbation, parse_perturbation
 from crl_distill.runtime import read_metadata
 
 
@@ -130,6 +131,63 @@ def test_export_carries_the_native_model_and_eval_runs_both_simulators(reacher_o
         assert 0 <= r[side]["time_at_goal"] <= 1000 and np.isfinite(r[side]["final_dist"])
 
 
+def test_eval_under_a_perturbation_runs_both_simulators_and_records_it(reacher_onnx):
+    spec = Perturbation(obs_noise=1.0, obs_latency=0.03, action_latency=0.05, action_noise=0.05)
+    r = evaluate_native(str(reacher_onnx), episodes=4, seed=0, perturb=spec)
+    assert Perturbation.from_dict(r["perturbation"]) == spec
+    clean = evaluate_native(str(reacher_onnx), episodes=4, seed=0)
+    assert clean["perturbation"] == NONE.to_dict()
+    for side in ("brax", "native"):
+        assert 0 <= r[side]["time_at_goal"] <= 1000 and np.isfinite(r[side]["final_dist"])
+    # the same file and starts under trouble end elsewhere
+    assert r["native"]["final_dist"] != clean["native"]["final_dist"]
+
+
+def test_the_robust_gate_writes_only_a_file_that_holds_under_the_spec(tmp_path, reacher_onnx):
+    """export --robust SPEC --min-retention R: native MuJoCo under SPEC against R x the clean
+    teacher's time at goal recorded in the student file; a failure leaves no file."""
+    from crl_distill.artifacts import load_artifact
+    from crl_distill.export.gates import GateError
+
+    students = reacher_onnx.parent / "s"
+    art = load_artifact(students)
+    recorded = art.student.meta["summary"]["teacher_eval"]
+    assert recorded["episodes"] == 2 and recorded["time_at_goal"] >= 0
+    spec = "latency=0.04,obs_noise=1"
+    out = tmp_path / "robust.onnx"
+    recorded["time_at_goal"] = 1e6  # no student keeps that
+    with pytest.raises(GateError, match="robust.*below --min-retention 0.8"):
+        export(art, out=out, robust=spec, episodes=4)
+    assert not out.exists()
+    assert json.loads((tmp_path / "export_report.json").read_text())["failed_gate"] == "robust"
+    recorded["time_at_goal"] = 1e-3
+    res = export(art, out=out, robust=spec, episodes=4)
+    rb = read_metadata(res.path)["gates"]["robust"]
+    assert rb["passed"] and Perturbation.from_dict(rb["perturbation"]) == parse_perturbation(spec)
+    assert rb["native"]["episodes"] == 4 and rb["teacher_time_at_goal"] == 1e-3
+    shown = _cli("inspect", str(res.path))
+    assert shown.returncode == 0 and "native time at goal" in shown.stdout
+    del art.student.meta["summary"]["teacher_eval"]
+    with pytest.raises(CrlDistillError, match="does not record"):
+        export(art, out=tmp_path / "old.onnx", robust=spec)
+
+
+def test_robustness_sweeps_each_factor_on_the_same_seeds(tmp_path, reacher_onnx):
+    out = tmp_path / "r.json"
+    res = _cli("robustness", "--from", str(reacher_onnx), "--episodes", "2",
+               "--factors", "latency,mass", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    rows = r["factors"]["latency"]["levels"]
+    assert [x["level"] for x in rows] == [0.0, 0.01, 0.02, 0.04, 0.08]
+    assert rows[0]["time_at_goal"] == r["clean"]["time_at_goal"]  # level 0 is the clean run
+    assert rows[3]["spec"] == "obs_latency=0.04,action_latency=0.04"
+    assert "spring" in r["skipped"]["mass"]  # the spring reacher has no MuJoCo model to edit
+    bad = _cli("robustness", "--from", str(reacher_onnx), "--factors", "wind")
+    assert bad.returncode == 2 and "unknown robustness factor 'wind'" in bad.stderr
+
+
 @pytest.mark.slow
 def test_mjx_file_scores_the_same_in_mjx_and_native_mujoco(tmp_path):
     """The same file, starts and goals, and the same physics (MJX vs MuJoCo): the same outcome."""
@@ -150,6 +208,9 @@ def test_sim_mujoco_bad_inputs_are_one_line(tmp_path, reacher_onnx):
         (["eval", "--from", str(tmp_path), "--sim", "mujoco"], "not an .onnx file"),
         (["eval", "--from", str(reacher_onnx), "--sim", "mujoco", "--env", "ant"], "drop --env"),
         (["eval", "--from", str(reacher_onnx), "--sim", "bullet"], "--sim must be one of"),
+        (["eval", "--from", str(reacher_onnx), "--perturb", "robt"], "not a preset"),
+        (["eval", "--from", str(reacher_onnx), "--sim", "mujoco", "--perturb", "robot"],
+         "use backend=mjx"),
     ]
     for args, match in cases:
         res = _cli(*args)
