@@ -179,13 +179,13 @@ CPU_PRESET: dict[str, Any] = dict(
 #: what a CPU run changes beyond CPU_PRESET for one env, by the env's name before its options
 #: ("reacher" covers reacher:backend=mjx). The robots' episodes are 1,000 steps, so the
 #: preset's 10-iteration epochs would spend as long evaluating 128 episodes as training;
-#: longer epochs and 64 episodes keep evaluation near a quarter of an epoch. The reacher's 40
+#: longer epochs and 64 episodes keep evaluation near a quarter of an epoch. The reacher's 35
 #: epochs are ~30 min on 2 cores; its alpha learning rate is the paper's 3e-4: on 3 seeds side
 #: by side (MJX) CPU_PRESET's 3e-3 leads for the first ~0.5 M env steps, then plateaus at
 #: ~260 time at goal while 3e-4 passes it from ~0.8 M on. The ant's settings are those of its
 #: robot runs (docs/results.md, "Per-env CPU presets").
 ENV_CPU_PRESETS: dict[str, dict[str, Any]] = {
-    "reacher": dict(iters_per_epoch=20, num_eval_envs=64, epochs=40, alpha_learning_rate=3e-4),
+    "reacher": dict(iters_per_epoch=20, num_eval_envs=64, epochs=35, alpha_learning_rate=3e-4),
     "ant": dict(iters_per_epoch=40, updates_per_iter=80, num_eval_envs=64),
 }
 #: beyond the paper's settings, on GPU: its buffer is most of a checkpoint's bytes
