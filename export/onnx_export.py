@@ -104,10 +104,9 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
         raise CrlDistillError(f"--min-retention must be > 0, got {min_retention}")
     robust_spec = parse_perturbation(robust) if robust else None
     teacher_tag = _clean_teacher_time_at_goal(art) if robust_spec is not None else 0.0
-    if robust_spec is not None and (skip_gates or not art.env.native_spec()):
-        raise CrlDistillError("--robust is measured in native MuJoCo: it needs the gates and a "
-                              f"robot with a native model ({art.env.name} has "
-                              f"{'one' if art.env.native_spec() else 'none'})")
+    if robust_spec is not None and not art.env.native_spec():
+        raise CrlDistillError(f"--robust is measured in native MuJoCo: {art.env.name} has no "
+                              f"native model")
     exported.lock(out)
 
     t0 = time.perf_counter()

@@ -157,11 +157,12 @@ def test_the_robust_gate_writes_only_a_file_that_holds_under_the_spec(tmp_path, 
     out = tmp_path / "robust.onnx"
     recorded["time_at_goal"] = 1e6  # no student keeps that
     with pytest.raises(GateError, match="robust.*below --min-retention 0.8"):
-        export(art, out=out, robust=spec, episodes=4)
+        export(art, out=out, robust=spec, episodes=4, skip_gates=True)
     assert not out.exists()
     assert json.loads((tmp_path / "export_report.json").read_text())["failed_gate"] == "robust"
     recorded["time_at_goal"] = 1e-3
-    res = export(art, out=out, robust=spec, episodes=4)
+    # the parity gates are other tests' business; the robust gate runs when asked, regardless
+    res = export(art, out=out, robust=spec, episodes=4, skip_gates=True)
     rb = read_metadata(res.path)["gates"]["robust"]
     assert rb["passed"] and Perturbation.from_dict(rb["perturbation"]) == parse_perturbation(spec)
     assert rb["native"]["episodes"] == 4 and rb["teacher_time_at_goal"] == 1e-3

@@ -181,7 +181,7 @@ def test_distillation_under_a_perturbation_labels_from_the_clean_state(tmp_path)
     teacher's labels are its actions on the clean state; the spec is in the report row."""
     from helpers import fixed_teacher
 
-    from crl_distill.distill import DistillConfig, distill
+    from crl_distill.distill import DistillConfig
     from crl_distill.distill.dagger import Distiller
     from crl_distill.student.model import StudentConfig
 
@@ -199,13 +199,22 @@ def test_distillation_under_a_perturbation_labels_from_the_clean_state(tmp_path)
 
     assert labels_vs_actor_on_rows("") < 1e-5  # clean: the student sees what the teacher sees
     assert labels_vs_actor_on_rows("obs_noise=2,obs_latency=0.04") > 1e-3
+    with pytest.raises(CrlDistillError, match="not a preset"):
+        DistillConfig(perturb="robt")
+
+
+@pytest.mark.slow
+def test_a_distillation_report_records_its_perturbation(tmp_path):
+    from helpers import fixed_teacher
+
+    from crl_distill.distill import DistillConfig, distill
+
+    teacher = fixed_teacher(env="reacher")
     dcfg = DistillConfig(iterations=1, num_envs=4, steps_per_iter=6, sgd_steps_per_iter=3,
                          eval_episodes=2, perturb="obs_noise=2,obs_latency=0.04")
     res = distill(teacher, students="1x16", out=tmp_path / "s", progress=False, config=dcfg)
     row = res.report["students"][0]
     assert row["perturbation"]["obs_latency"] == 0.04 and row["perturbation"]["obs_noise"] == 2
-    with pytest.raises(CrlDistillError, match="not a preset"):
-        DistillConfig(perturb="robt")
 
 
 def test_a_teacher_trains_on_perturbed_physics_but_sees_the_true_state():
