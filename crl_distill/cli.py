@@ -483,9 +483,10 @@ def eval_(
     sim: Annotated[str, typer.Option(help="Also run in this simulator: `mujoco` (native MuJoCo, "
                                           "an exported .onnx only).")] = "none",
     perturb: Annotated[str | None, typer.Option(
-        help="Evaluate under sensor noise, latency and model error: a preset (none, mild, robot) "
-             "or fields, e.g. latency=0.02,obs_noise=1,mass=0.8:1.2 (README, \"Robot "
-             "perturbations\").")] = None,
+        help="Evaluate under sensor noise, latency, model error and pushes: a preset (none, "
+             "mild, robot, legged = robot + pushes) or fields, e.g. "
+             "latency=0.02,obs_noise=1,mass=0.8:1.2,push=2 (README, \"Robot perturbations\")."
+             )] = None,
 ) -> None:
     """Evaluate a teacher run, a student or an exported ONNX file on fixed seeds.
 
@@ -529,7 +530,7 @@ def robustness(
     seed: EvalSeedOpt = 0,
     factors: Annotated[str | None, typer.Option(
         help="Comma-separated factors [obs_noise,latency,action_noise,mass,friction,gain,"
-             "damping].")] = None,
+             "damping,push; those a file cannot take are skipped with the reason].")] = None,
     out: Annotated[Path | None, typer.Option(
         help="JSON path [<file>_robustness.json beside the file]; the PNG beside it.")] = None,
 ) -> None:
@@ -568,14 +569,13 @@ def _robust_row(rb: dict | None) -> str:
     from crl_distill.perturb import Perturbation
 
     spec = Perturbation.from_dict(rb["perturbation"])
-    return (f"under {spec.preset or spec.describe()} ({spec.describe()}): native time at goal "
-            f"{rb['native']['time_at_goal']:.1f} = {rb['retention_time_at_goal']:.2f} x the clean "
-            f"teacher's (min {rb['min_retention']:g})")
+    fields = f" ({spec.describe()})" if spec.preset else ""
+    return (f"under {spec.name}{fields}: native time at goal {rb['native']['time_at_goal']:.1f} = "
+            f"{rb['retention_time_at_goal']:.2f} x the clean teacher's (min {rb['min_retention']:g})")
 
 
 def _perturbed_by(spec: Any) -> str:
-    name = spec.preset if spec.preset and not spec.preset.endswith("+") else spec.describe()
-    return "" if spec.is_none else f", perturbed: {name}"
+    return "" if spec.is_none else f", perturbed: {spec.name}"
 
 
 def _eval_native(path: Path, env: str | None, episodes: int, seed: int, as_json: bool,
@@ -617,6 +617,12 @@ def pipeline(
         help="Compare the actor with the best of K actor samples under the critic; students "
              "imitate the critic's choice only if it is no worse in success and time at goal "
              "and better in one [1: the actor, no comparison].")] = 16,
+    robust: Annotated[str, typer.Option(
+        help="Robot envs: distill under this perturbation and export only a file that keeps "
+             "--min-retention of the clean teacher's time at goal under it in native MuJoCo "
+             "('none': off) [auto: the robot preset on envs with a native model].")] = "auto",
+    min_retention: Annotated[float, typer.Option(
+        help="With --robust: the export gate's floor, in (0, 1].")] = 0.8,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Console.")] = True,
     logger: LoggerOpt = DEFAULT_LOGGER,
     wandb_project: WandbProjectOpt = None,
@@ -624,8 +630,11 @@ def pipeline(
 ) -> None:
     """Teacher -> acting mode -> students -> ONNX export + parity gates -> latency, one summary.
 
-    CPU defaults finish in minutes on 2 cores. Each stage is skipped when its output already
-    exists and is valid, so rerunning after an interruption continues where it stopped.
+    CPU defaults finish in minutes on 2 cores for the point maze. On a robot env (reacher, ant)
+    it ends in a robot-ready file: MuJoCo's solver (backend=mjx; the ant with 2 m goals on
+    CPU), students distilled under --robust, the export gated under it in native MuJoCo, and the
+    native sim-to-sim and robustness rows in the summary. Each stage is skipped when its output
+    already exists and is valid, so rerunning after an interruption continues where it stopped.
     Writes summary.md, summary.png and summary.json into the output directory.
     """
     from crl_distill.pipeline import run_pipeline
@@ -634,8 +643,8 @@ def pipeline(
                  if v is not None}
     res = run_pipeline(env=env, out=out, depth=depth, students=students,
                        teacher_overrides=overrides, episodes=episodes, seed=seed,
-                       act_samples=act_samples, progress=progress,
-                       **_live(logger, wandb_project, wandb_name))
+                       act_samples=act_samples, progress=progress, robust=robust,
+                       min_retention=min_retention, **_live(logger, wandb_project, wandb_name))
     console.print(f"summary: [bold]{res.out / 'summary.md'}[/] and {res.out / 'summary.png'}")
 
 

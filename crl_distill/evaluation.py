@@ -111,18 +111,9 @@ def evaluate_artifact(artifact: Artifact, env: str | None = None, episodes: int 
             "perturbation": perturb.to_dict(), **summary}
 
 
-def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0,
-                    perturb: Perturbation = NONE) -> dict[str, Any]:
-    """An exported policy in the training simulator and in native MuJoCo, side by side.
-
-    Both run the file through onnxruntime from the same starts and goals (the env's own reset
-    for `episode_keys(seed, episodes)`): the brax/JAX env steps one simulator, MuJoCo's C engine
-    (`crl_distill.native`, reading the model the file carries) the other. Under `perturb` both
-    run it, each episode with the same model draw in both. Returns
-    {"brax": summary, "native": summary, "ratio": {metric: native / brax}}.
-    """
-    if episodes < 2:
-        raise CrlDistillError("episodes must be >= 2 for an interval")
+def native_target(onnx_path: str, perturb: Perturbation = NONE) -> tuple[OnnxPolicy, dict, GoalEnv]:
+    """The exported file, the native MuJoCo model it carries and its (perturbed) JAX env,
+    checked against each other; one line when the file cannot run in native MuJoCo."""
     policy = OnnxPolicy(onnx_path)
     spec = policy.metadata.get("native")
     if not spec:
@@ -136,23 +127,56 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0,
         what = "its observation spec reads" if policy.obs_spec is not None else "it observes"
         raise CrlDistillError(f"{onnx_path}: {what} {policy.env_state_size} state values but "
                               f"native {env.name} produces {env.state_size}")
-    keys = episode_keys(seed, episodes)
-    start = jax.device_get(jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)(keys))
-    policy.reset()
-    brax = summarize(rollout_host(env, policy.act_env, keys))
-    sim = NativeSim(spec, episodes, perturb=perturb, seed=seed)
+    return policy, spec, env
+
+
+def env_starts(env: GoalEnv, seed: int, episodes: int) -> Any:
+    """The env's reset batch for `episode_keys(seed, episodes)`, on the host."""
+    reset = jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)
+    return jax.device_get(reset(episode_keys(seed, episodes)))
+
+
+def run_native(policy: OnnxPolicy, spec: dict, env: GoalEnv, start: Any,
+               perturb: Perturbation = NONE, seed: int = 0) -> dict[str, Any]:
+    """One episode per start of `env` (`env_starts`) in native MuJoCo under `perturb`: the
+    summary. The model draw is the JAX env's where `env` is perturbed, else `seed`'s."""
+    sim = NativeSim(spec, int(np.shape(start.goal)[0]), perturb=perturb, seed=seed)
     policy.reset()
     robot, factors = true_start(env, start)
     per_step = native_rollout(sim, policy.act_env, np.asarray(robot.sim.q), np.asarray(robot.sim.qd),
                               np.asarray(start.goal), list(env.goal_indices),
                               env.success_threshold, env.episode_length, factors)
-    native = summarize(episode_metrics(**per_step))
-    ratio = {k: (native[k] / brax[k] if brax[k] else float("nan"))
-             for k in ("success_any", "time_at_goal")}
+    return summarize(episode_metrics(**per_step))
+
+
+def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0,
+                    perturb: Perturbation = NONE, training_sim: bool = True) -> dict[str, Any]:
+    """An exported policy in the training simulator and in native MuJoCo, side by side.
+
+    Both run the file through onnxruntime from the same starts and goals (the env's own reset
+    for `episode_keys(seed, episodes)`): the brax/JAX env steps one simulator, MuJoCo's C engine
+    (`crl_distill.native`, reading the model the file carries) the other. Under `perturb` both
+    run it, each episode with the same model draw in both. Returns
+    {"brax": summary, "native": summary, "ratio": {metric: native / brax}}; with
+    `training_sim=False` native MuJoCo only ("brax" and "ratio" None).
+    """
+    if episodes < 2:
+        raise CrlDistillError("episodes must be >= 2 for an interval")
+    policy, spec, env = native_target(onnx_path, perturb)
+    start = env_starts(env, seed, episodes)
+    brax = ratio = None
+    if training_sim:
+        policy.reset()
+        brax = summarize(rollout_host(env, policy.act_env, episode_keys(seed, episodes)))
+    native = run_native(policy, spec, env, start, perturb, seed)
+    if brax is not None:
+        ratio = {k: (native[k] / brax[k] if brax[k] else float("nan"))
+                 for k in ("success_any", "time_at_goal")}
     return {"source": str(onnx_path), "env": env.name, "episodes": episodes, "seed": seed,
-            "control_period": sim.control_period, "perturbation": perturb.to_dict(),
+            "control_period": env.control_period, "perturbation": perturb.to_dict(),
             "brax": brax, "native": native, "ratio": ratio}
 
 
-__all__ = ["episode_keys", "episode_metrics", "evaluate", "evaluate_artifact", "evaluate_native",
+__all__ = ["env_starts", "episode_keys", "episode_metrics", "evaluate", "evaluate_artifact",
+           "evaluate_native", "native_target", "run_native",
            "rollout_host", "rollout_jax", "summarize"]

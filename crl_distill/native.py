@@ -30,6 +30,9 @@ from crl_distill.perturb import (
     Schedule,
     body_factor_index,
     draw_factors,
+    kick_count,
+    kick_plan,
+    kick_velocity,
     noise_scale,
     scaled_fields,
 )
@@ -149,8 +152,13 @@ class NativeSim:
         self._body_factor = body_factor_index(self.model.body_parentid, self.model.body_jntnum)
         self.sizes = {"nbody": int(self._body_factor.max()) + 1, "nu": self.model.nu,
                       "nv": self.model.nv}
+        if perturb.push and not (len(self.model.jnt_type) and
+                                 self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE):
+            raise CrlDistillError(f"{self.env} has no free base to push; drop push")
+        self._kicks = kick_count(perturb, spec.get("episode_length", 1000) * self.control_period)
         self.factors: list[dict[str, np.ndarray]] = [{} for _ in range(num_envs)]
         self._commands = self._readings = self._seen = None
+        self._substep = 0
 
     @property
     def num_envs(self) -> int:
@@ -159,15 +167,16 @@ class NativeSim:
     def set_state(self, q: np.ndarray, qd: np.ndarray,
                   factors: list[dict[str, np.ndarray]] | None = None) -> None:
         """q [E, nq], qd [E, nv]: joint positions and velocities (the JAX env's `sim.q/qd`):
-        an episode start. A randomizing perturbation draws each env's model factors here, or
-        takes them from `factors` (one dict per env, `perturb.draw_factors`)."""
+        an episode start. A randomizing or pushing perturbation draws each env's model factors
+        and kicks here, or takes them from `factors` (one dict per env: `perturb.draw_factors`,
+        and "kicks", `perturb.kick_plan`)."""
         q, qd = np.asarray(q, np.float64), np.asarray(qd, np.float64)
         if q.shape != (self.num_envs, self.model.nq) or qd.shape != (self.num_envs, self.model.nv):
             raise CrlDistillError(f"native state shapes {q.shape}, {qd.shape} do not fit "
                                   f"{self.num_envs} x (nq {self.model.nq}, nv {self.model.nv})")
+        if self.perturb.randomizes_model or self._kicks:
+            self.factors = factors or [self._draw() for _ in range(self.num_envs)]
         if self.perturb.randomizes_model:
-            self.factors = factors or [draw_factors(self.perturb, self.sizes, self._rng)
-                                       for _ in range(self.num_envs)]
             for model, f in zip(self.models, self.factors, strict=True):
                 per_body = {**f, "mass": f["mass"][self._body_factor]} if "mass" in f else f
                 for field, value in scaled_fields(self._base, per_body).items():
@@ -177,9 +186,17 @@ class NativeSim:
             data.qpos[:], data.qvel[:] = qi, qdi
             mujoco.mj_forward(model, data)
         sched = self.schedule
+        self._substep = 0
         self._commands = np.zeros((self.num_envs, sched.action_slots, self.model.nu))
         self._readings = np.repeat(self.state()[:, None], sched.obs_lag + 1, axis=1)
         self._seen = self._sensed()
+
+    def _draw(self) -> dict[str, np.ndarray]:
+        f = draw_factors(self.perturb, self.sizes, self._rng)
+        if self._kicks:
+            f["kicks"] = kick_plan(self.perturb, float(self.model.opt.timestep),
+                                   self._rng.uniform(size=(self._kicks, 4)))
+        return f
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """Draw a start and goal per env from the env's own distribution (the model's `starts`)
@@ -209,12 +226,21 @@ class NativeSim:
                 -1.0, 1.0, action.shape), -1.0, 1.0)
         self._commands = np.concatenate([action[:, None], self._commands[:, :-1]], 1)
         reading = []
-        for model, data, commands in zip(self.models, self.datas, self._commands, strict=True):
+        for i, (model, data) in enumerate(zip(self.models, self.datas, strict=True)):
+            t = self._substep
+            kicks = self.factors[i].get("kicks") if self._kicks else None
             for count, slot, read in self.schedule.segments():
-                data.ctrl[:] = commands[slot]
-                mujoco.mj_step(model, data, nstep=count)
+                data.ctrl[:] = self._commands[i, slot]
+                if kicks is None:
+                    mujoco.mj_step(model, data, nstep=count)
+                else:  # the free joint's linear x, y velocity, substep by substep
+                    for j in range(t, t + count):
+                        data.qvel[:2] += kick_velocity(kicks, j)
+                        mujoco.mj_step(model, data)
+                t += count
                 if read:
                     reading.append(self._observe(data))
+        self._substep += self.schedule.substeps
         self._readings = np.concatenate([np.asarray(reading, np.float32)[:, None],
                                          self._readings[:, :-1]], 1)
         self._seen = self._sensed()

@@ -23,8 +23,12 @@ Semantics, per control step of n physics substeps (timestep dt):
 * Model error, drawn per episode, each factor uniform in [lo, hi]: `mass` one factor per body
   on body mass and inertia, `friction` one per episode on every geom's sliding friction, `gain`
   one per actuator on its gain and bias (motor strength), `damping` one per joint dof.
-
-Pushes (velocity kicks) are part of the issue's spec but not built yet: `push` is refused.
+* Pushes (velocity kicks), robots with a free base only: after a wait of U(push_interval) s
+  (from the episode start, then from the end of the last kick) the base's horizontal velocity
+  changes by U(0, push) m/s in a uniform direction, spread evenly over U(push_duration) s of
+  substeps. Each episode's kicks are drawn at its start (`kick_plan`), so a paired run can give
+  both simulators the same ones. Changing the free joint's velocity, rather than applying a
+  torso force as mujoco_playground does, makes the change exactly the same in both engines.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ MODEL_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 Range = tuple[float, float]
 NOMINAL: Range = (1.0, 1.0)
+#: fields given as lo:hi ranges
+RANGE_FIELDS = (*MODEL_FIELDS, "push_duration", "push_interval")
 
 
 @dataclass(frozen=True)
@@ -69,26 +75,30 @@ class Perturbation:
     friction: Range = NOMINAL   # factor range, all geoms' sliding friction
     gain: Range = NOMINAL       # factor range per actuator
     damping: Range = NOMINAL    # factor range per dof
-    push: float = 0.0           # m/s velocity kick (not built: must stay 0)
+    push: float = 0.0           # m/s, largest velocity kick (0: no pushes)
+    push_duration: Range = (0.05, 0.2)  # seconds a kick lasts
+    push_interval: Range = (1.0, 3.0)   # seconds between kicks
     preset: str = ""            # the preset it came from, if any (recorded, not used)
 
     def __post_init__(self) -> None:
-        for name in ("obs_noise", "obs_latency", "action_latency", "action_noise"):
+        for name in ("obs_noise", "obs_latency", "action_latency", "action_noise", "push"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise CrlDistillError(f"perturbation {name} must be a number >= 0, got {v}")
-        for name in MODEL_FIELDS:
+        for name in RANGE_FIELDS:
             lo, hi = getattr(self, name)
             if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 < lo <= hi:
                 raise CrlDistillError(f"perturbation {name} range must be 0 < lo <= hi, got "
                                       f"{lo}:{hi}")
-        if self.push:
-            raise CrlDistillError("perturbation push (velocity kicks) is not built yet; use "
-                                  "the other factors")
 
     @property
     def is_none(self) -> bool:
-        return self == dataclasses.replace(NONE, preset=self.preset)
+        return self.describe() == "none"
+
+    @property
+    def name(self) -> str:
+        """The preset's name, or the fields that differ from none."""
+        return self.preset or self.describe()
 
     @property
     def randomizes_model(self) -> bool:
@@ -103,14 +113,14 @@ class Perturbation:
         known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or set(d) - known:
             raise CrlDistillError(f"not a perturbation record: {d!r}")
-        return cls(**{k: (tuple(v) if k in MODEL_FIELDS else v) for k, v in d.items()})
+        return cls(**{k: (tuple(v) if k in RANGE_FIELDS else v) for k, v in d.items()})
 
     def describe(self) -> str:
         """'obs_latency=0.02,mass=0.9:1.1' (only what differs from none), or 'none'."""
         parts = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name == "preset" or v == f.default:
+            if f.name == "preset" or v == f.default or (f.name.startswith("push_") and not self.push):
                 continue
             parts.append(f"{f.name}={v[0]:g}:{v[1]:g}" if isinstance(v, tuple) else f"{f.name}={v:g}")
         return ",".join(parts) or "none"
@@ -122,7 +132,8 @@ NONE = Perturbation()
 #: the state it answers, the top of the 5-40 ms a robot bus brings); mass +-10% and joint
 #: damping +-10% (Go1's link-mass range), floor friction scale 0.6-1.2 (Go1's U(0.4, 1.0)
 #: about our models' 1.0 default is wider than a scale; ours), motor strength +-10% (ours);
-#: action noise 0.02 (ours).
+#: action noise 0.02 (ours). legged: robot plus Go1's velocity kicks (0-3 m/s for 0.05-0.2 s
+#: every 1-3 s), for robots with a free base (the reacher and the arm have none to push).
 PRESETS: dict[str, Perturbation] = {
     "none": dataclasses.replace(NONE, preset="none"),
     "mild": Perturbation(obs_noise=0.5, obs_latency=0.01, action_latency=0.01, action_noise=0.01,
@@ -132,6 +143,7 @@ PRESETS: dict[str, Perturbation] = {
                           mass=(0.9, 1.1), friction=(0.6, 1.2), gain=(0.9, 1.1),
                           damping=(0.9, 1.1), preset="robot"),
 }
+PRESETS["legged"] = dataclasses.replace(PRESETS["robot"], push=3.0, preset="legged")
 #: short names accepted in a spec string
 ALIASES = {"latency": ("obs_latency", "action_latency"), "noise": ("obs_noise",)}
 
@@ -156,18 +168,18 @@ def parse_perturbation(text: str | None) -> Perturbation:
             raise CrlDistillError(f"--perturb: unknown field {name!r}; valid: "
                                   f"{', '.join(sorted(set(fields) - {'preset'}))}")
         try:
-            if name in MODEL_FIELDS:
+            if name in RANGE_FIELDS:
                 lo, sep, hi = raw.partition(":")
                 value: Any = (float(lo), float(hi if sep else lo))
             else:
                 value = float(raw)
         except ValueError:
             raise CrlDistillError(f"--perturb: {name}={raw!r} is not a number"
-                                  f"{' or lo:hi range' if name in MODEL_FIELDS else ''}") from None
+                                  f"{' or lo:hi range' if name in RANGE_FIELDS else ''}") from None
         for target in ALIASES.get(name, (name,)):
             values[target] = value
-    return dataclasses.replace(base, **values, preset=base.preset if not values else
-                               (f"{base.preset}+" if base.preset else ""))
+    # a preset with fields changed is no longer that preset
+    return dataclasses.replace(base, **values, preset="" if values else base.preset)
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,30 @@ def body_factor_index(parent: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def kick_count(spec: Perturbation, episode_seconds: float) -> int:
+    """Kicks an episode of `episode_seconds` can hold at the shortest wait (0: no pushes)."""
+    return math.ceil(episode_seconds / spec.push_interval[0]) if spec.push else 0
+
+
+def kick_plan(spec: Perturbation, timestep: float, u: Any, xp: Any = np) -> Any:
+    """[K, 4] one episode's kicks from uniforms `u` [K, 4] in [0, 1) (numpy, or jax.numpy as
+    `xp`): start substep, substeps, and the x and y velocity added per substep (m/s)."""
+    (w_lo, w_hi), (d_lo, d_hi) = spec.push_interval, spec.push_duration
+    wait = xp.round((w_lo + (w_hi - w_lo) * u[:, 0]) / timestep)
+    steps = xp.maximum(xp.round((d_lo + (d_hi - d_lo) * u[:, 1]) / timestep), 1.0)
+    start = xp.cumsum(wait) + xp.cumsum(steps) - steps
+    per = spec.push * u[:, 2] / steps
+    angle = 2 * math.pi * u[:, 3]
+    return xp.stack([start, steps, per * xp.cos(angle), per * xp.sin(angle)], 1)
+
+
+def kick_velocity(plan: Any, substep: Any, xp: Any = np) -> Any:
+    """[2] the base velocity the kicks of `plan` add at physics substep `substep` (from the
+    episode start)."""
+    on = (plan[:, 0] <= substep) & (substep < plan[:, 0] + plan[:, 1])
+    return xp.sum(xp.where(on[:, None], plan[:, 2:], 0.0), 0)
+
+
 def noise_scale(units: tuple[str, ...], size: int, spec: Perturbation) -> np.ndarray:
     """[size] half-width of each state element's sensor noise, from its unit."""
     units = units or ("",) * size
@@ -269,6 +305,6 @@ def noise_scale(units: tuple[str, ...], size: int, spec: Perturbation) -> np.nda
                     np.float32)
 
 
-__all__ = ["MODEL_FIELDS", "NONE", "PRESETS", "SENSOR_NOISE", "Perturbation", "Schedule",
-           "body_factor_index", "draw_factors", "factor_counts", "noise_scale",
-           "parse_perturbation", "scaled_fields"]
+__all__ = ["MODEL_FIELDS", "NONE", "PRESETS", "RANGE_FIELDS", "SENSOR_NOISE", "Perturbation",
+           "Schedule", "body_factor_index", "draw_factors", "factor_counts", "kick_count",
+           "kick_plan", "kick_velocity", "noise_scale", "parse_perturbation", "scaled_fields"]

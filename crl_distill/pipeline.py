@@ -1,11 +1,17 @@
 """The whole job in one call: teacher -> acting mode -> students -> ONNX export + gates ->
-latency -> summary.
+latency -> native MuJoCo -> summary.
 
     out/teacher/            teacher run (resumed if interrupted, skipped if complete)
     out/students/           students (finished ones reused, an interrupted one resumed)
     out/policy.onnx         exported student (skipped if present, valid and from these weights)
     out/latency.json        latency table
+    out/native.json         the file in native MuJoCo against the training sim (robot envs)
     out/summary.md, out/summary.png, out/summary.json
+
+On a robot env (one with a native MuJoCo model) the pipeline ends in a robot-ready file: it
+trains on the physics that transfers (`ROBOT_PHYSICS`), distills under a robot's trouble
+(`robust`, default the `robot` preset), and exports only a file that keeps `min_retention` of
+the clean teacher's time at goal under it in native MuJoCo (`export --robust`).
 """
 
 from __future__ import annotations
@@ -25,16 +31,49 @@ from crl_distill.artifacts import load_artifact
 from crl_distill.distill import student_set
 from crl_distill.distill.config import DistillConfig
 from crl_distill.distill.run import distill, draw_retention
-from crl_distill.evaluation import evaluate
+from crl_distill.envs import make, split_spec
+from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import evaluate, evaluate_native
 from crl_distill.export import exported
 from crl_distill.export.latency import measure_latency
 from crl_distill.export.onnx_export import export
 from crl_distill.fileio import atomic_write, atomic_write_json
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger
+from crl_distill.perturb import Perturbation, parse_perturbation
 from crl_distill.teacher import configure
 from crl_distill.teacher.acting import Acting
 from crl_distill.teacher.run_dir import is_run_dir, read_metrics, run_complete
 from crl_distill.teacher.train import load_teacher, train_teacher
+
+#: the physics a robot-ready pipeline trains on, where the env spec does not say: MuJoCo's own
+#: solver (the spring ant differs from MuJoCo by 4.6 after one step; the spring reacher cannot
+#: take model error), and on CPU the ant's 2 m goals (the largest ant task a 2-core hour trains)
+ROBOT_PHYSICS: dict[str, dict[str, str]] = {"reacher": {"backend": "mjx"},
+                                            "ant": {"backend": "mjx"}}
+ROBOT_PHYSICS_CPU: dict[str, dict[str, str]] = {"ant": {"goal_dist": "2"}}
+#: `robust` default: robot envs are distilled and gated under this preset
+AUTO = "auto"
+ROBOT_PRESET = "robot"
+
+
+def robot_physics(env: str, platform: str) -> str:
+    """`env` with `ROBOT_PHYSICS` (and on CPU `ROBOT_PHYSICS_CPU`) options it does not set."""
+    name, opts = split_spec(env)
+    extra = {**ROBOT_PHYSICS.get(name, {}),
+             **(ROBOT_PHYSICS_CPU.get(name, {}) if platform == "cpu" else {})}
+    merged = {**extra, **opts}
+    return name + (":" + ",".join(f"{k}={v}" for k, v in merged.items()) if merged else "")
+
+
+def robot_spec(env: str, robust: str | None) -> str:
+    """The perturbation spec a pipeline distills and gates under ("" for none): `robust`, or
+    with AUTO the robot preset where `env` has a native MuJoCo model."""
+    if robust == AUTO:
+        return ROBOT_PRESET if make(env).native_spec() else ""
+    spec = parse_perturbation(robust)
+    if not spec.is_none and not make(env).native_spec():
+        raise CrlDistillError(f"--robust is measured in native MuJoCo: {env} has no native model")
+    return "" if spec.is_none else robust
 
 
 @dataclass
@@ -48,9 +87,14 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
                  distill_overrides: dict | None = None, episodes: int = 256,
                  parity_episodes: int = 128, seed: int = 0, deep_depth: int = 1000,
                  progress: bool = True, logger: str = DEFAULT_LOGGER,
-                 logger_options: dict | None = None, act_samples: int = 16) -> PipelineResult:
+                 logger_options: dict | None = None, act_samples: int = 16,
+                 robust: str | None = AUTO, min_retention: float = 0.8) -> PipelineResult:
     """Run (or continue) every stage into `out`; returns the summary. `logger` mirrors the
     teacher's and the students' metrics live (`crl_distill.loggers`).
+
+    Robot envs (module docstring): `robust` (a perturbation spec; AUTO: the robot preset, None
+    or "none": off) is what students are distilled under and the export is gated by, with
+    `min_retention`; the env gets `ROBOT_PHYSICS` where its spec leaves them open.
 
     Acting mode: the teacher's actor and the best of `act_samples` actor samples under its
     critic are evaluated on the same seeds, and the students imitate the critic's choice only
@@ -58,9 +102,19 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     (`pick_acting`); `act_samples=1`, or a `label` in `distill_overrides`, skips the comparison.
     """
     check_logger(logger)
+    if not 0 < min_retention <= 1:
+        raise CrlDistillError(f"--min-retention must be in (0, 1], got {min_retention}")
     live = {"logger": logger, "logger_options": logger_options}
-    out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     say = _say(progress)
+    spec = robot_spec(env, robust)
+    if spec:
+        import jax
+
+        physics = robot_physics(env, jax.default_backend())
+        if physics != env:
+            say(f"robot-ready: training on {physics} (the physics native MuJoCo runs)")
+        env = physics
+    out = Path(out) if out is not None else Path("runs") / f"pipeline-{env}-d{depth}"
     t_start = time.perf_counter()
     stage_s: dict[str, float] = {}
 
@@ -80,7 +134,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
 
     # 2. acting mode, then students (finished ones with the same settings are reused)
     t0 = time.perf_counter()
-    overrides = dict(distill_overrides or {})
+    overrides = {**({"perturb": spec} if spec else {}), **(distill_overrides or {})}
     given = DistillConfig(eval_episodes=episodes, seed=seed, **overrides)
     candidates = [given.acting]
     if act_samples > 1 and "label" not in overrides:
@@ -110,14 +164,15 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     if export_report is not None:
         say(f"export: {onnx_path} is valid for {student_file.name}, skipped")
     else:
-        res = export(student_file, out=onnx_path, episodes=parity_episodes, seed=seed)
+        res = export(student_file, out=onnx_path, episodes=parity_episodes, seed=seed,
+                     robust=spec or None, min_retention=min_retention)
         export_report, student = res.report, res.artifact
     stage_s["export"] = time.perf_counter() - t0
 
     # 4. latency, measured again whenever the export's weights changed
     t0 = time.perf_counter()
     lat_path = out / "latency.json"
-    latency = _read_latency(lat_path, export_report["params_sha256"])
+    latency = _read_keyed(lat_path, export_report["params_sha256"], need="rows")
     if latency is None:
         say("latency: measuring")
         latency = measure_latency(onnx_path, student or load_artifact(student_file), teacher,
@@ -127,8 +182,23 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
         atomic_write_json(lat_path, latency)
     stage_s["latency"] = time.perf_counter() - t0
 
+    # 5. native MuJoCo, clean, against the training sim (robot envs), again when weights change
+    t0 = time.perf_counter()
+    native = None
+    if teacher.env.native_spec():
+        native_path = out / "native.json"
+        native = _read_keyed(native_path, export_report["params_sha256"])
+        if native is None:
+            say("native MuJoCo: running the file against the training sim")
+            native = evaluate_native(str(onnx_path), parity_episodes, seed)
+            native["student_params_sha256"] = export_report["params_sha256"]
+            atomic_write_json(native_path, native)
+        stage_s["native"] = time.perf_counter() - t0
+
     summary = _summary(out, teacher, curve, dres.report, export_report, latency, stage_s,
                        time.perf_counter() - t_start)
+    summary["native"] = native and {k: native[k] for k in ("brax", "native", "ratio", "episodes")}
+    summary["robust"] = export_report.get("gates", {}).get("robust")
     summary["acting"] = acting
     atomic_write_json(out / "summary.json", summary)
     text = summary_markdown(summary)
@@ -167,15 +237,16 @@ def labelling_config(base: DistillConfig, acting: Acting) -> DistillConfig:
     return cfg
 
 
-def _read_latency(path: Path, params_sha256: str) -> dict | None:
-    """The stored latency table if it was measured on these export weights, else None."""
+def _read_keyed(path: Path, params_sha256: str, need: str = "native") -> dict | None:
+    """The stored result (latency table, native run) if it was measured on these export
+    weights and has its `need` entry, else None."""
     try:
-        latency = json.loads(path.read_text())
-        ok = (isinstance(latency, dict) and isinstance(latency.get("rows"), list)
-              and latency.get("student_params_sha256") == params_sha256)
+        stored = json.loads(path.read_text())
+        ok = (isinstance(stored, dict) and need in stored
+              and stored.get("student_params_sha256") == params_sha256)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return latency if ok else None
+    return stored if ok else None
 
 
 def _summary(out: Path, teacher: Any, curve: list[dict], report: dict, export_report: dict,
@@ -234,10 +305,29 @@ def summary_markdown(s: dict) -> str:
                f"{c['mode']}: success_any {c['success_any']:.3f}, time at goal "
                f"{c['time_at_goal']:.1f}" for c in s["acting"]["candidates"]) + ".", ""]
           if "acting" in s else []),
+        *(_robot_lines(s) if s.get("native") or s.get("robust") else []),
         "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["stage_seconds"].items())
         + f"; total {s['total_seconds']:.0f}.", "",
     ]
     return "\n".join(lines)
+
+
+def _robot_lines(s: dict) -> list[str]:
+    lines = []
+    if s.get("native"):
+        n = s["native"]
+        lines.append(f"Native MuJoCo, clean ({n['episodes']} episodes, the same starts): time at goal "
+                     f"{n['native']['time_at_goal']:.1f} against {n['brax']['time_at_goal']:.1f} in the "
+                     f"training sim (native / training {n['ratio']['time_at_goal']:.2f}), success_any "
+                     f"{n['native']['success_any']:.3f} against {n['brax']['success_any']:.3f}.")
+    if s.get("robust"):
+        r = s["robust"]
+        spec = Perturbation.from_dict(r["perturbation"])
+        lines.append(f"Robustness gate, native MuJoCo under {spec.name} ({spec.describe()}): time at "
+                     f"goal {r['native']['time_at_goal']:.1f} +- {r['native']['time_at_goal_ci95']:.1f}"
+                     f" = {r['retention_time_at_goal']:.2f} x the clean teacher's "
+                     f"{r['teacher_time_at_goal']:.1f} (min {r['min_retention']:g}): passed.")
+    return [x for line in lines for x in (line, "")]
 
 
 def print_summary(s: dict) -> None:

@@ -5,8 +5,9 @@ native MuJoCo, the same starts, goals and seeds at every level.
     report["factors"]["latency"]["breaks_at"]           # first level keeping < 0.8 x clean
 
 Level 0 of every factor is the clean run; retention is time at goal at a level over the clean
-time at goal. Model factors need a file exported from `backend=mjx` (the spring physics has no
-MuJoCo model to edit): they are skipped, with the reason, for other files.
+time at goal. Model factors and pushes need a file exported from `backend=mjx` (the spring
+physics has no MuJoCo model to edit), pushes a robot with a free base: they are skipped, with
+the reason, for other files.
 """
 
 from __future__ import annotations
@@ -15,17 +16,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from crl_distill.envs import make
+from crl_distill.envs.perturbed import has_free_base
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import episode_keys
-from crl_distill.metrics import episode_metrics, summarize
-from crl_distill.native import NativeSim
-from crl_distill.native import rollout as native_rollout
+from crl_distill.evaluation import env_starts, native_target, run_native
 from crl_distill.perturb import MODEL_FIELDS, NONE, Perturbation
-from crl_distill.runtime import OnnxPolicy
 
 #: factor -> its levels; a model factor's level x means the range 1 -+ x
 LEVELS: dict[str, tuple[float, ...]] = {
@@ -36,6 +32,7 @@ LEVELS: dict[str, tuple[float, ...]] = {
     "friction": (0.0, 0.2, 0.4, 0.6, 0.8),
     "gain": (0.0, 0.1, 0.2, 0.3, 0.5),
     "damping": (0.0, 0.2, 0.4, 0.6, 0.8),
+    "push": (0.0, 0.5, 1.0, 2.0, 3.0),
 }
 RETENTION_FLOOR = 0.8
 
@@ -59,30 +56,22 @@ def robustness(onnx_path: str | Path, episodes: int = 64, seed: int = 0,
     factors = list(LEVELS) if factors is None else factors
     for f in factors:
         spec_at(f, 0.0)
-    policy = OnnxPolicy(str(onnx_path))
-    native = policy.metadata.get("native")
-    if not native:
-        raise CrlDistillError(f"{onnx_path}: its env {policy.env!r} has no native MuJoCo model")
-    env = make(policy.env)
-    start = jax.device_get(jax.jit(jax.vmap(env.reset), compiler_options=env.jit_options)(
-        episode_keys(seed, episodes)))
+    policy, native, env = native_target(str(onnx_path))
+    start = env_starts(env, seed, episodes)
 
     def run(spec: Perturbation) -> dict[str, Any]:
-        sim = NativeSim(native, episodes, perturb=spec, seed=seed)
-        policy.reset()
-        per_step = native_rollout(sim, policy.act_env, np.asarray(start.sim.q),
-                                  np.asarray(start.sim.qd), np.asarray(start.goal),
-                                  list(env.goal_indices), env.success_threshold,
-                                  env.episode_length)
-        return summarize(episode_metrics(**per_step))
+        return run_native(policy, native, env, start, spec, seed)
 
     clean = run(NONE)
     out: dict[str, Any] = {"source": str(onnx_path), "env": env.name, "episodes": episodes,
                            "seed": seed, "clean": clean, "retention_floor": RETENTION_FLOOR,
                            "factors": {}, "skipped": {}}
     for f in factors:
-        if f in MODEL_FIELDS and native.get("backend") != "mjx":
+        if (f in MODEL_FIELDS or f == "push") and native.get("backend") != "mjx":
             out["skipped"][f] = f"{env.name} is the spring physics: no MuJoCo model to edit"
+            continue
+        if f == "push" and not has_free_base(np.asarray(env.sys.jnt_type)):
+            out["skipped"][f] = f"{env.name} has no free base to push"
             continue
         rows = []
         for level in LEVELS[f]:

@@ -44,7 +44,7 @@ class DistillConfig:
     seed: int = setting(0, "Random seed.")
     perturb: str = setting("", "Distill under sensor noise, latency and model error: DAgger rolls "
                                "out in the perturbed robot, the teacher labels from the clean state, "
-                               "the student learns from what it would sense (a preset: mild, robot; "
+                               "the student learns from what it would sense (a preset: mild, robot, legged; "
                                "or fields, as `crl-distill eval --perturb`).")
 
     def __post_init__(self) -> None:

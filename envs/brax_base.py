@@ -150,7 +150,7 @@ class BraxGoalEnv(GoalEnv):
         return {"env": self.name, "mjcf": self.model_xml(), "frame_skip": self.n_frames,
                 "observer": self.native_observer, "backend": self.backend,
                 "healthy_z_range": list(getattr(self, "healthy_z_range", ())) or None,
-                "starts": self.native_starts(),
+                "starts": self.native_starts(), "episode_length": self.episode_length,
                 # sensor noise is sized per unit (crl_distill.perturb.SENSOR_NOISE)
                 "state_units": list(self.state_units) or None}
 

@@ -3,7 +3,7 @@
 `observed(env, spec)` is a GoalEnv whose `obs` is the student's input (a subset of the state,
 past states, the goal); physics, goals, rewards-free metrics and termination are the wrapped
 env's. Every evaluator and trainer that takes a GoalEnv therefore runs a reduced-observation
-student unchanged; the teacher's full observation stays available as `teacher_obs(state)`.
+student unchanged; the teacher's full observation stays available (`envs.perturbed.teacher_view`).
 """
 
 from __future__ import annotations
@@ -82,13 +82,13 @@ class ObservedEnv(WrappedEnv):
         Defined only where the student keeps every teacher state element in `goal_indices`;
         otherwise the student's observation does not hold the achieved goal, and this raises
         CrlDistillError naming the missing elements (the wrapped env's `achieved_goal` on
-        `teacher_obs` always works).
+        `envs.perturbed.teacher_view` always works).
         """
         if self._goal_positions is None:
             raise CrlDistillError(
                 f"{self.name}: the student's observation ({self.spec.describe(self.teacher_state_size)}) "
                 f"does not keep teacher state element(s) {self._unkept_goal}, so it holds no "
-                f"achieved goal; use the wrapped env's achieved_goal on teacher_obs"
+                f"achieved goal; use the wrapped env's achieved_goal on the teacher's view"
             )
         return state_vec[..., jnp.asarray(self._goal_positions)]
 
@@ -112,9 +112,4 @@ def observed(env: GoalEnv, spec: ObsSpec | None) -> GoalEnv:
     return env if spec is None or spec.is_identity else ObservedEnv(env, spec)
 
 
-def teacher_obs(env: GoalEnv, state: EnvState) -> jax.Array:
-    """The teacher's observation in `state` of `env` (wrapped or not)."""
-    return state.sim.inner.obs if isinstance(env, ObservedEnv) else state.obs
-
-
-__all__ = ["ObservedEnv", "ObservedSim", "observed", "teacher_obs"]
+__all__ = ["ObservedEnv", "ObservedSim", "observed"]

@@ -29,6 +29,9 @@ from crl_distill.perturb import (
     Perturbation,
     Schedule,
     factor_counts,
+    kick_count,
+    kick_plan,
+    kick_velocity,
     noise_scale,
     scaled_fields,
 )
@@ -39,7 +42,7 @@ class PerturbedSim:
     inner: EnvState        # the robot's true state (its obs: the clean observation)
     commands: jax.Array    # [action_slots, A] the policy's last commands, newest first
     readings: jax.Array    # [obs_lag + 1, state_size] sensor readings, newest first
-    factors: dict[str, jax.Array]  # this episode's model factors (`perturb.factor_counts`)
+    factors: dict[str, jax.Array]  # this episode's draw: model factors, "kicks" (pushes)
     key: jax.Array         # noise key
 
 
@@ -58,10 +61,13 @@ class PerturbedEnv(WrappedEnv):
         if not isinstance(inner, BraxGoalEnv):
             raise CrlDistillError(f"--perturb applies to the robot envs (reacher, ant, humanoid, "
                                   f"arm): {inner.name} has no physics substeps")
-        if spec.randomizes_model and inner.backend != "mjx":
+        if (spec.randomizes_model or spec.push) and inner.backend != "mjx":
             raise CrlDistillError(f"{inner.name}: model randomization (mass, friction, gain, "
-                                  f"damping) edits MuJoCo's model; use backend=mjx (the spring "
-                                  f"pipeline is another physics)")
+                                  f"damping) and pushes act on MuJoCo's model and state; use "
+                                  f"backend=mjx (the spring pipeline is another physics)")
+        if spec.push and not has_free_base(np.asarray(inner.sys.jnt_type)):
+            raise CrlDistillError(f"{inner.name} has no free base to push; drop push (the "
+                                  f"'legged' preset pushes; 'robot' does not)")
         super().__init__(inner, ("name", "state_size", "goal_indices", "action_size",
                                  "episode_length", "success_threshold", "backend",
                                  "control_period", "layout", "termination", "goal_distribution",
@@ -73,21 +79,28 @@ class PerturbedEnv(WrappedEnv):
         self.schedule = Schedule.of(spec, inner.timestep, inner.n_frames)
         self._noise = jnp.asarray(noise_scale(inner.state_units, inner.state_size, spec))
         self._counts = factor_counts(spec, model_sizes(inner)) if spec.randomizes_model else {}
+        self._kicks = kick_count(spec, inner.episode_length * inner.control_period)
 
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "perturbation": self.spec.to_dict()}
 
     # -- the model ------------------------------------------------------------------------
     def draw_factors(self, key: jax.Array) -> dict[str, jax.Array]:
-        """One episode's model factors (the distribution `perturb.draw_factors` draws)."""
-        keys = jax.random.split(key, max(len(self._counts), 1))
-        return {name: jax.random.uniform(k, (n,), minval=getattr(self.spec, name)[0],
-                                         maxval=getattr(self.spec, name)[1])
-                for k, (name, n) in zip(keys, self._counts.items(), strict=False)}
+        """One episode's model factors and kicks (the distributions `perturb.draw_factors`
+        and `perturb.kick_plan` draw)."""
+        keys = jax.random.split(key, len(self._counts) + 1)
+        out = {name: jax.random.uniform(k, (n,), minval=getattr(self.spec, name)[0],
+                                        maxval=getattr(self.spec, name)[1])
+               for k, (name, n) in zip(keys, self._counts.items(), strict=False)}
+        if self._kicks:
+            out["kicks"] = kick_plan(self.spec, self.inner.timestep,
+                                     jax.random.uniform(keys[-1], (self._kicks, 4)), jnp)
+        return out
 
     def model(self, factors: dict[str, jax.Array]) -> Any:
         """The robot's System with this episode's factors applied."""
         sys = self.inner.sys
+        factors = {k: v for k, v in factors.items() if k in MODEL_FIELDS}
         if not factors:
             return sys
         names = {f for name in factors for f in MODEL_FIELDS[name][0]}
@@ -104,7 +117,7 @@ class PerturbedEnv(WrappedEnv):
         k_model, k_noise = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
         start = self.inner.reset(key)
         factors = self.draw_factors(k_model) if factors is None else factors
-        if factors:  # the start's derived quantities (contacts, kinematics) under this model
+        if self._counts:  # the start's derived quantities (contacts, kinematics) under this model
             env = self.inner
             ps = env._pipeline.init(self.model(factors), start.sim.q, start.sim.qd)
             start = env._pack(ps, env._finite(env._observe(ps, None)), start.goal,
@@ -127,14 +140,19 @@ class PerturbedEnv(WrappedEnv):
                 k_act, action.shape, minval=-1.0, maxval=1.0), lo, hi)
         commands = jnp.concatenate([action[None], sim.commands[:-1]])
         sys = self.model(sim.factors)
+        kicks = sim.factors.get("kicks")
         ps, reading, ctrl = sim.inner.sim, None, None
+        first = sim.inner.steps * self.schedule.substeps  # this step's first substep
         for count, slot, read in self.schedule.segments():
             ctrl = env._ctrl(commands[slot])
 
-            def substep(p, _, ctrl=ctrl):
+            def substep(p, t, ctrl=ctrl):
+                if kicks is not None:  # the free joint's linear x, y velocity
+                    p = p.replace(qvel=p.qvel.at[:2].add(kick_velocity(kicks, t, jnp)))
                 return env._pipeline.step(sys, p, ctrl), None
 
-            new, _ = jax.lax.scan(substep, ps, (), count)
+            new, _ = jax.lax.scan(substep, ps, first + jnp.arange(count))
+            first = first + count
             # as the robot's own step: a blown-up simulation keeps its last finite state
             ok = jnp.isfinite(new.q).all() & jnp.isfinite(new.qd).all()
             ps = jax.tree_util.tree_map(lambda a, b, ok=ok: jnp.where(ok, a, b), new, ps)
@@ -156,6 +174,11 @@ class PerturbedEnv(WrappedEnv):
         return EnvState(sim=sim, obs=jnp.concatenate([seen, inner.goal]), goal=inner.goal,
                         steps=inner.steps, done=inner.done, terminated=inner.terminated,
                         metrics=inner.metrics)
+
+
+def has_free_base(jnt_type: np.ndarray) -> bool:
+    """The model's first joint is free (MuJoCo's mjJNT_FREE, 0): a base that can be pushed."""
+    return len(jnt_type) > 0 and int(jnt_type[0]) == 0
 
 
 def perturbed(env: GoalEnv, spec: Perturbation | None, sensed: bool = True) -> GoalEnv:
@@ -194,5 +217,5 @@ def true_start(env: GoalEnv, state: EnvState) -> tuple[EnvState, list[dict[str, 
     return sim.inner, factors
 
 
-__all__ = ["PerturbedEnv", "PerturbedSim", "clean_obs", "model_sizes", "perturbed", "teacher_view",
-           "true_start"]
+__all__ = ["PerturbedEnv", "PerturbedSim", "clean_obs", "has_free_base", "model_sizes", "perturbed",
+           "teacher_view", "true_start"]

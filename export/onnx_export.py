@@ -100,8 +100,8 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
     out = Path(out) if out is not None else exported.default_file(run_of(art.source), art.kind)
     if out.is_dir():
         raise CrlDistillError(f"{out} is a directory; give a file path for --out")
-    if not min_retention > 0:
-        raise CrlDistillError(f"--min-retention must be > 0, got {min_retention}")
+    if not 0 < min_retention <= 1:
+        raise CrlDistillError(f"--min-retention must be in (0, 1], got {min_retention}")
     robust_spec = parse_perturbation(robust) if robust else None
     teacher_tag = _clean_teacher_time_at_goal(art) if robust_spec is not None else 0.0
     if robust_spec is not None and not art.env.native_spec():
@@ -125,19 +125,21 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
     else:
         with _failure_reported(out, report):
             gates = run_gates(model, art, episodes, seed, policy, obs)
-    meta = build_metadata(art, golden, gates)
-    set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
-                         "weights_sha256": weights_sha256(model)})
-    data = model.SerializeToString()
-    if robust_spec is not None:
-        with _failure_reported(out, report):
-            gates["robust"] = gate_robust(data, out, robust_spec, min_retention, teacher_tag,
-                                          episodes, seed)
-        # the spec it was tested under and what it measured travel in the file
+
+    def serialized() -> tuple[dict[str, Any], bytes]:
         meta = build_metadata(art, golden, gates)
         set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
                              "weights_sha256": weights_sha256(model)})
-        data = model.SerializeToString()
+        return meta, model.SerializeToString()
+
+    meta, data = serialized()
+    if robust_spec is not None:
+        # the gate runs the file as it will be written; then the spec it was tested under and
+        # what it measured go into the file too
+        with _failure_reported(out, report):
+            gates["robust"] = gate_robust(data, out, robust_spec, min_retention, teacher_tag,
+                                          episodes, seed)
+        meta, data = serialized()
     files: dict[Path, bytes] = {out: data}  # written together, once everything passed
     critic_path = None
     if has_critic(art):

@@ -40,22 +40,47 @@ def trace_onnx(policy: Callable, obs_size: int, model_name: str, io_names: str =
     """The one ONNX tracing call: policy obs float32 [batch, obs_size] -> action."""
     inp, out = IO_NAMES[io_names]
     try:
-        return to_onnx(policy, [("batch", obs_size)], input_names=[inp], output_names=[out],
-                       model_name=model_name, normalization_mode="prefer_native", opset=opset)
+        model = to_onnx(policy, [("batch", obs_size)], input_names=[inp], output_names=[out],
+                        model_name=model_name, normalization_mode="prefer_native", opset=opset)
     except Exception as e:  # the tracer names the op it cannot emit at this opset
         raise CrlDistillError(f"cannot export at opset {opset}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    return drop_intermediate_shapes(model)
 
 
 def trace_critic(art: Artifact) -> Any:
     """A student's encoders: (state_action [batch, S+A], goal [batch, G]) -> (phi, psi) [batch, D]."""
     env = art.env
     phi, psi = art.student.encoders()
-    return to_onnx(lambda sa, g: (phi(sa), psi(g)),
-                   [("batch", env.state_size + env.action_size), ("batch", env.goal_size)],
-                   input_names=["state_action", "goal"], output_names=["phi", "psi"],
-                   model_name=f"crl_distill_{art.kind}_{art.name}_critic",
-                   normalization_mode="prefer_native")
+    return drop_intermediate_shapes(
+        to_onnx(lambda sa, g: (phi(sa), psi(g)),
+                [("batch", env.state_size + env.action_size), ("batch", env.goal_size)],
+                input_names=["state_action", "goal"], output_names=["phi", "psi"],
+                model_name=f"crl_distill_{art.kind}_{art.name}_critic",
+                normalization_mode="prefer_native"))
+
+
+def drop_intermediate_shapes(model: Any) -> Any:
+    """Remove the traced file's shape annotations of intermediate tensors (`value_info`, in
+    every graph and subgraph); returns `model`, changed in place.
+
+    jax2onnx annotates them with the symbolic `batch` dim. Strict engines such as tract take
+    them as facts: with the input fixed to a concrete batch (`1,O,f32`, as robots deploy) the
+    first Gemm's output `1` cannot unify with the annotated `batch` and loading fails.
+    onnxruntime ignores them, so they carry nothing an engine needs; shapes follow from the
+    inputs. Graph inputs and outputs keep their symbolic `batch` (dynamic batch still works);
+    names, opset and weights are untouched."""
+    def strip(graph: Any) -> None:
+        del graph.value_info[:]
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    strip(attr.g)
+                for g in attr.graphs:
+                    strip(g)
+
+    strip(model.graph)
+    return model
 
 
 def has_critic(art: Artifact) -> bool:

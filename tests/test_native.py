@@ -129,6 +129,8 @@ def test_export_carries_the_native_model_and_eval_runs_both_simulators(reacher_o
     assert r["control_period"] == pytest.approx(0.04)
     for side in ("brax", "native"):
         assert 0 <= r[side]["time_at_goal"] <= 1000 and np.isfinite(r[side]["final_dist"])
+    alone = evaluate_native(str(reacher_onnx), episodes=4, seed=0, training_sim=False)
+    assert alone["brax"] is None and alone["ratio"] is None and alone["native"] == r["native"]
 
 
 def test_eval_under_a_perturbation_runs_both_simulators_and_records_it(reacher_onnx):
@@ -169,6 +171,8 @@ def test_the_robust_gate_writes_only_a_file_that_holds_under_the_spec(tmp_path, 
     shown = _cli("inspect", str(res.path))
     assert shown.returncode == 0 and "native time at goal" in shown.stdout
     del art.student.meta["summary"]["teacher_eval"]
+    with pytest.raises(CrlDistillError, match=r"--min-retention must be in \(0, 1\]"):
+        export(art, out=tmp_path / "over.onnx", robust=spec, min_retention=1.5)
     with pytest.raises(CrlDistillError, match="does not record"):
         export(art, out=tmp_path / "old.onnx", robust=spec)
 
@@ -176,7 +180,7 @@ def test_the_robust_gate_writes_only_a_file_that_holds_under_the_spec(tmp_path, 
 def test_robustness_sweeps_each_factor_on_the_same_seeds(tmp_path, reacher_onnx):
     out = tmp_path / "r.json"
     res = _cli("robustness", "--from", str(reacher_onnx), "--episodes", "2",
-               "--factors", "latency,mass", "--out", str(out))
+               "--factors", "latency,mass,push", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
@@ -185,6 +189,7 @@ def test_robustness_sweeps_each_factor_on_the_same_seeds(tmp_path, reacher_onnx)
     assert rows[0]["time_at_goal"] == r["clean"]["time_at_goal"]  # level 0 is the clean run
     assert rows[3]["spec"] == "obs_latency=0.04,action_latency=0.04"
     assert "spring" in r["skipped"]["mass"]  # the spring reacher has no MuJoCo model to edit
+    assert "spring" in r["skipped"]["push"]
     bad = _cli("robustness", "--from", str(reacher_onnx), "--factors", "wind")
     assert bad.returncode == 2 and "unknown robustness factor 'wind'" in bad.stderr
 

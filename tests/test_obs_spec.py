@@ -14,7 +14,8 @@ import pytest
 from crl_distill.distill import DistillConfig, distill
 from crl_distill.envs import make
 from crl_distill.envs.base import auto_reset
-from crl_distill.envs.observed import ObservedEnv, observed, teacher_obs
+from crl_distill.envs.observed import ObservedEnv, observed
+from crl_distill.envs.perturbed import teacher_view
 from crl_distill.errors import CrlDistillError
 from crl_distill.obs_spec import ObsSpec, ObsStacker
 from crl_distill.student import load_student
@@ -70,7 +71,7 @@ def test_jax_wrapper_and_host_stacker_build_the_same_inputs_across_resets():
     reset = jax.jit(jax.vmap(lambda s, k: auto_reset(env, s, k)))
     stack = ObsStacker(spec, inner.state_size)
     for t in range(20):
-        full = np.asarray(teacher_obs(env, state))
+        full = np.asarray(teacher_view(env, state))
         np.testing.assert_allclose(stack(full), np.asarray(state.obs), atol=0, rtol=0)
         action = jax.random.uniform(jax.random.PRNGKey(t), (n, 2), minval=-1.0)
         state = step(state, action)
@@ -100,7 +101,7 @@ def test_observed_achieved_goal_reads_the_kept_goal_elements():
     for t in range(3):  # past steps differ from the current one after moving
         state = step(state, jax.random.uniform(jax.random.PRNGKey(t), (n, 2), minval=-1.0))
     got = jax.jit(env.achieved_goal)(state.obs[:, : env.state_size])
-    want = inner.achieved_goal(teacher_obs(env, state)[:, : inner.state_size])
+    want = inner.achieved_goal(teacher_view(env, state)[:, : inner.state_size])
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert not np.array_equal(np.asarray(got), np.asarray(state.obs[:, 2:4]))  # not the past step
     np.testing.assert_allclose(np.asarray(env.goal_distance(got, state.goal)),

@@ -1,6 +1,8 @@
 """The perturbation spec (`crl_distill.perturb`), its JAX env (`envs.perturbed`) and native
 MuJoCo under it (`crl_distill.native`): one meaning in both simulators."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,8 @@ from crl_distill.perturb import (
     Perturbation,
     Schedule,
     draw_factors,
+    kick_plan,
+    kick_velocity,
     parse_perturbation,
 )
 
@@ -30,15 +34,34 @@ def test_spec_strings_presets_and_records():
     assert p.describe() == "obs_noise=1,obs_latency=0.02,action_latency=0.02,mass=0.8:1.2"
     assert parse_perturbation(p.describe()) == p
     q = parse_perturbation("robot,mass=0.5:1.5")
-    assert q.mass == (0.5, 1.5) and q.gain == PRESETS["robot"].gain and q.preset == "robot+"
+    assert q.mass == (0.5, 1.5) and q.gain == PRESETS["robot"].gain and q.preset == ""
     assert Perturbation.from_dict(q.to_dict()) == q
     assert parse_perturbation("friction=0.7").friction == (0.7, 0.7)
+    legged = parse_perturbation("legged")
+    assert legged.push == 3.0 and legged.push_interval == (1.0, 3.0) and legged.mass == robot.mass
+    assert "push_duration" not in robot.describe() and "push=3" in legged.describe()
+    assert parse_perturbation(legged.describe()) == dataclasses.replace(legged, preset="")
+    assert parse_perturbation("push_interval=2:4").is_none  # no kicks: nothing perturbed
+
+
+def test_kick_plans_follow_waits_durations_and_sizes():
+    spec = Perturbation(push=2.0, push_duration=(0.05, 0.05), push_interval=(1.0, 1.0))
+    u = np.array([[0.3, 0.9, 1.0, 0.25], [0.7, 0.1, 0.5, 0.0]])
+    plan = kick_plan(spec, 0.01, u)
+    # 100 substeps of wait, 5 of kick; the next waits 100 more after the first ends
+    np.testing.assert_allclose(plan[:, :2], [[100, 5], [205, 5]])
+    np.testing.assert_allclose(plan[0, 2:] * 5, [0.0, 2.0], atol=1e-12)  # 2 m/s toward +y
+    np.testing.assert_allclose(plan[1, 2:] * 5, [1.0, 0.0])
+    total = sum(kick_velocity(plan, t) for t in range(300))
+    np.testing.assert_allclose(total, [1.0, 2.0])
+    assert not kick_velocity(plan, 99).any() and not kick_velocity(plan, 105).any()
 
 
 @pytest.mark.parametrize(("text", "says"), [
     ("robt", "not a preset"), ("mass=2:1", "0 < lo <= hi"), ("latency=-1", ">= 0"),
     ("color=3", "unknown field 'color'"), ("mass=heavy", "not a number or lo:hi"),
-    ("obs_noise=1,robot", "not a preset"), ("push=1", "not built yet"),
+    ("obs_noise=1,robot", "not a preset"), ("push=-1", ">= 0"),
+    ("push=1,push_interval=0:2", "0 < lo <= hi"),
 ])
 def test_bad_specs_are_one_line(text, says):
     with pytest.raises(CrlDistillError, match=says) as e:
@@ -153,6 +176,38 @@ def test_mjx_and_native_mujoco_agree_under_one_model_draw_and_latencies():
     assert np.abs(plain.state() - sim.state()).max() > 1e-2
 
 
+def test_pushes_are_the_same_kicks_in_mjx_and_native_mujoco():
+    """The ant under velocity kicks: JAX and native draw the same kick distribution, and one
+    fixed draw gives the same trajectory in both within the sim-to-sim tolerance over 20 steps
+    (test_native: the ant's contacts part the engines after that); the kicks moved it."""
+    spec = Perturbation(push=2.0, push_interval=(0.1, 0.3))
+    env = perturbed(make("ant:backend=mjx"), spec)
+    draws = jax.vmap(env.draw_factors)(jax.random.split(jax.random.PRNGKey(1), 1024))
+    sim = NativeSim(env.native_spec(), 2, perturb=spec, seed=1)
+    ours = np.stack([sim._draw()["kicks"] for _ in range(1024)])
+    assert draws["kicks"].shape == ours.shape
+    for col in range(4):
+        assert stats.ks_2samp(np.asarray(draws["kicks"][:, 0, col]), ours[:, 0, col]).pvalue > 1e-3
+    n, keys = 2, jax.random.split(jax.random.PRNGKey(0), 2)
+    factors = jax.tree_util.tree_map(lambda a: a[:n], draws)
+    state = jax.jit(jax.vmap(env.reset_with))(keys, factors)
+    q0, qd0 = np.asarray(state.sim.inner.sim.q), np.asarray(state.sim.inner.sim.qd)
+    sim.set_state(q0, qd0, [{"kicks": np.asarray(factors["kicks"][i], np.float64)} for i in range(n)])
+    step = jax.jit(jax.vmap(env.step), compiler_options=env.jit_options)
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, n, env.action_size)).astype(np.float32)
+    worst = 0.0
+    for a in actions:
+        state = step(state, jnp.asarray(a))
+        sim.step(a)
+        worst = max(worst, np.abs(sim.state() - np.asarray(clean_obs(env, state))[:, :29]).max())
+    assert worst < 1e-3, worst
+    plain = NativeSim(env.native_spec(), n)
+    plain.set_state(q0, qd0)
+    for a in actions:
+        plain.step(a)
+    assert np.abs(plain.state() - sim.state()).max() > 1e-2
+
+
 @pytest.mark.parametrize("name", ["reacher:backend=mjx", "ant:backend=mjx"])
 def test_native_draws_as_many_factors_as_the_fused_jax_model_has(name):
     """brax fuses jointless bodies into their parents; native MuJoCo keeps them and gives each
@@ -160,7 +215,7 @@ def test_native_draws_as_many_factors_as_the_fused_jax_model_has(name):
     env = make(name)
     sim = NativeSim(env.native_spec(), 1, perturb=Perturbation(mass=(0.5, 0.5)))
     assert sim.sizes == model_sizes(env)
-    sim.set_state(np.asarray(env.reset(jax.random.PRNGKey(0)).sim.q)[None], np.zeros((1, sim.model.nv)))
+    sim.set_state(sim.model.qpos0[None], np.zeros((1, sim.model.nv)))
     np.testing.assert_allclose(sim.models[0].body_mass.sum(), 0.5 * sim.model.body_mass.sum())
     fused = perturbed(env, Perturbation(mass=(0.5, 0.5)))
     np.testing.assert_allclose(float(fused.model(fused.draw_factors(jax.random.PRNGKey(0))).body_mass.sum()),
@@ -173,6 +228,12 @@ def test_perturbations_are_refused_where_they_mean_nothing():
     with pytest.raises(CrlDistillError, match="use backend=mjx"):
         perturbed(make("reacher"), PRESETS["robot"])
     assert perturbed(make("reacher"), PRESETS["none"]).name == "reacher"
+    with pytest.raises(CrlDistillError, match="no free base to push"):
+        perturbed(make("reacher:backend=mjx"), PRESETS["legged"])
+    with pytest.raises(CrlDistillError, match="no free base to push"):
+        NativeSim(make("reacher").native_spec(), 1, perturb=Perturbation(push=1.0))
+    with pytest.raises(CrlDistillError, match="use backend=mjx"):
+        perturbed(make("ant"), Perturbation(push=1.0))
     perturbed(make("reacher"), Perturbation(obs_noise=1.0, obs_latency=0.02))  # no model: fine
 
 

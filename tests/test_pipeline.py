@@ -3,7 +3,10 @@
 import json
 import sys
 
-from crl_distill.pipeline import pick_acting, run_pipeline
+import pytest
+
+from crl_distill.errors import CrlDistillError
+from crl_distill.pipeline import pick_acting, robot_physics, robot_spec, run_pipeline
 from crl_distill.runtime import OnnxPolicy
 from crl_distill.teacher.acting import Acting
 
@@ -106,3 +109,47 @@ def test_the_critic_replaces_the_actor_only_when_no_worse_on_both_metrics():
     # the point maze's: better on both -> the critic
     assert pick_acting([ev(0.859, 79.9), ev(0.867, 80.5)]) == 1
     assert pick_acting([actor, ev(0.50, 450.0), ev(0.60, 441.5), ev(0.40, 900.0)]) == 2
+
+
+def test_robot_envs_get_the_physics_that_transfers_and_the_robot_spec():
+    assert robot_physics("ant", "cpu") == "ant:backend=mjx,goal_dist=2"
+    assert robot_physics("ant", "gpu") == "ant:backend=mjx"  # the paper's 10 m goals on GPU
+    assert robot_physics("ant:goal_dist=5", "cpu") == "ant:backend=mjx,goal_dist=5"  # yours win
+    assert robot_physics("reacher", "cpu") == "reacher:backend=mjx"
+    assert robot_physics("pointmaze_u", "cpu") == "pointmaze_u"
+    assert robot_spec("reacher", "auto") == "robot" and robot_spec("pointmaze_u", "auto") == ""
+    assert robot_spec("reacher", "none") == "" and robot_spec("ant", "latency=0.02") == "latency=0.02"
+    with pytest.raises(CrlDistillError, match="pointmaze_u has no native model"):
+        robot_spec("pointmaze_u", "robot")
+    with pytest.raises(CrlDistillError, match="not a preset"):
+        robot_spec("reacher", "robt")
+    with pytest.raises(CrlDistillError, match=r"\(0, 1\]"):
+        run_pipeline(env="reacher", min_retention=0.0, progress=False)
+
+
+@pytest.mark.slow
+def test_a_robot_pipeline_distills_under_the_spec_and_gates_the_file(tmp_path):
+    """The reacher pipeline trains MJX, distills under the spec and gates the export in
+    native MuJoCo: a tiny teacher's students cannot keep 0.8 of it, so no file is written and
+    the one line says why; with a floor they keep, the file and the robot rows appear."""
+    out = tmp_path / "pipe"
+    kw = dict(env="reacher", out=out, students="1x32", teacher_overrides=TINY_TEACHER,
+              distill_overrides=TINY_DISTILL, episodes=8, parity_episodes=8, deep_depth=8,
+              progress=False, act_samples=1, robust="latency=0.02,mass=0.9:1.1")
+    try:
+        res = run_pipeline(**kw, min_retention=1.0)
+    except CrlDistillError as e:
+        assert "below --min-retention 1" in str(e) and not (out / "policy.onnx").exists()
+    else:  # the rare tiny teacher its student matches: then the file passed the gate
+        assert res.summary["robust"]["passed"]
+    try:
+        res = run_pipeline(**kw, min_retention=1e-6)
+    except CrlDistillError as e:  # a teacher that never held the goal: nothing to keep
+        assert "the clean teacher's 0.0" in str(e) and not (out / "policy.onnx").exists()
+        return
+    s = res.summary
+    assert s["env"] == "reacher:backend=mjx" and s["robust"]["passed"]
+    assert s["robust"]["perturbation"]["obs_latency"] == 0.02
+    assert set(s["native"]) == {"brax", "native", "ratio", "episodes"}
+    md = (out / "summary.md").read_text()
+    assert "Robustness gate, native MuJoCo under" in md and "Native MuJoCo, clean" in md
