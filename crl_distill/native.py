@@ -30,6 +30,7 @@ from crl_distill.perturb import (
     Schedule,
     body_factor_index,
     draw_factors,
+    has_free_base,
     kick_count,
     kick_plan,
     kick_velocity,
@@ -152,8 +153,7 @@ class NativeSim:
         self._body_factor = body_factor_index(self.model.body_parentid, self.model.body_jntnum)
         self.sizes = {"nbody": int(self._body_factor.max()) + 1, "nu": self.model.nu,
                       "nv": self.model.nv}
-        if perturb.push and not (len(self.model.jnt_type) and
-                                 self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE):
+        if perturb.push and not has_free_base(self.model.jnt_type):
             raise CrlDistillError(f"{self.env} has no free base to push; drop push")
         self._kicks = kick_count(perturb, spec.get("episode_length", 1000) * self.control_period)
         self.factors: list[dict[str, np.ndarray]] = [{} for _ in range(num_envs)]

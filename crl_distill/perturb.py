@@ -274,6 +274,11 @@ def body_factor_index(parent: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def has_free_base(jnt_type: Any) -> bool:
+    """The model's first joint is free (MuJoCo's mjJNT_FREE, 0): a base that can be pushed."""
+    return len(jnt_type) > 0 and int(jnt_type[0]) == 0
+
+
 def kick_count(spec: Perturbation, episode_seconds: float) -> int:
     """Kicks an episode of `episode_seconds` can hold at the shortest wait (0: no pushes)."""
     return math.ceil(episode_seconds / spec.push_interval[0]) if spec.push else 0
@@ -306,5 +311,5 @@ def noise_scale(units: tuple[str, ...], size: int, spec: Perturbation) -> np.nda
 
 
 __all__ = ["MODEL_FIELDS", "NONE", "PRESETS", "RANGE_FIELDS", "SENSOR_NOISE", "Perturbation",
-           "Schedule", "body_factor_index", "draw_factors", "factor_counts", "kick_count",
+           "Schedule", "body_factor_index", "draw_factors", "factor_counts", "has_free_base", "kick_count",
            "kick_plan", "kick_velocity", "noise_scale", "parse_perturbation", "scaled_fields"]

@@ -172,7 +172,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     # 4. latency, measured again whenever the export's weights changed
     t0 = time.perf_counter()
     lat_path = out / "latency.json"
-    latency = _read_keyed(lat_path, export_report["params_sha256"], need="rows")
+    latency = _read_keyed(lat_path, export_report["params_sha256"], "rows", list)
     if latency is None:
         say("latency: measuring")
         latency = measure_latency(onnx_path, student or load_artifact(student_file), teacher,
@@ -187,7 +187,7 @@ def run_pipeline(env: str = "pointmaze_u", out: str | Path | None = None, depth:
     native = None
     if teacher.env.native_spec():
         native_path = out / "native.json"
-        native = _read_keyed(native_path, export_report["params_sha256"])
+        native = _read_keyed(native_path, export_report["params_sha256"], "native", dict)
         if native is None:
             say("native MuJoCo: running the file against the training sim")
             native = evaluate_native(str(onnx_path), parity_episodes, seed)
@@ -237,12 +237,12 @@ def labelling_config(base: DistillConfig, acting: Acting) -> DistillConfig:
     return cfg
 
 
-def _read_keyed(path: Path, params_sha256: str, need: str = "native") -> dict | None:
+def _read_keyed(path: Path, params_sha256: str, need: str, kind: type) -> dict | None:
     """The stored result (latency table, native run) if it was measured on these export
-    weights and has its `need` entry, else None."""
+    weights and its `need` entry is a `kind`, else None."""
     try:
         stored = json.loads(path.read_text())
-        ok = (isinstance(stored, dict) and need in stored
+        ok = (isinstance(stored, dict) and isinstance(stored.get(need), kind)
               and stored.get("student_params_sha256") == params_sha256)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from crl_distill.envs.perturbed import has_free_base
 from crl_distill.errors import CrlDistillError
 from crl_distill.evaluation import env_starts, native_target, run_native
-from crl_distill.perturb import MODEL_FIELDS, NONE, Perturbation
+from crl_distill.perturb import MODEL_FIELDS, NONE, Perturbation, has_free_base
 
 #: factor -> its levels; a model factor's level x means the range 1 -+ x
 LEVELS: dict[str, tuple[float, ...]] = {

@@ -29,6 +29,7 @@ from crl_distill.perturb import (
     Perturbation,
     Schedule,
     factor_counts,
+    has_free_base,
     kick_count,
     kick_plan,
     kick_velocity,
@@ -176,11 +177,6 @@ class PerturbedEnv(WrappedEnv):
                         metrics=inner.metrics)
 
 
-def has_free_base(jnt_type: np.ndarray) -> bool:
-    """The model's first joint is free (MuJoCo's mjJNT_FREE, 0): a base that can be pushed."""
-    return len(jnt_type) > 0 and int(jnt_type[0]) == 0
-
-
 def perturbed(env: GoalEnv, spec: Perturbation | None, sensed: bool = True) -> GoalEnv:
     """`env` itself when `spec` perturbs nothing, else the wrapped env. A student's view
     (`observed`) stays on top: the perturbation acts on the robot below it, so the student's
@@ -217,5 +213,5 @@ def true_start(env: GoalEnv, state: EnvState) -> tuple[EnvState, list[dict[str, 
     return sim.inner, factors
 
 
-__all__ = ["PerturbedEnv", "PerturbedSim", "clean_obs", "has_free_base", "model_sizes", "perturbed",
+__all__ = ["PerturbedEnv", "PerturbedSim", "clean_obs", "model_sizes", "perturbed",
            "teacher_view", "true_start"]
