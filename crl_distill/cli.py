@@ -313,7 +313,9 @@ def student(
     *,
     from_: Annotated[Path, typer.Option(
         "--from", help="Teacher run directory, checkpoint, or reference .pkl (needs --env).")],
-    students: Annotated[str, typer.Option(help="Comma-separated DEPTHxWIDTH specs.")] = "2x64,2x256",
+    students: Annotated[str, typer.Option(
+        help="Comma-separated DEPTHxWIDTH MLPs and recurrent students gruH / lstmH "
+             "(e.g. 2x64,gru64,lstm64).")] = "2x64,2x256",
     out: Annotated[Path | None, typer.Option(help="Output dir [TEACHER_RUN/students].")] = None,
     env: Annotated[str | None, typer.Option(help="Must match the teacher's env if given.")] = None,
     settings: dict[str, Any],
@@ -361,7 +363,8 @@ def export(
         "--format", help="onnx | c (also a dependency-free C99 policy.h/.c; students).")] = "onnx",
     cc: Annotated[str | None, typer.Option(help="C compiler for the C gates [cc].")] = None,
     io_names: Annotated[str, typer.Option(
-        help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions).")] = "crl",
+        help="Graph I/O names: crl (obs -> action) | rsl_rl (obs -> actions; a recurrent "
+             "student's state h_in/c_in -> h_out/c_out as [1, batch, H] instead of [batch, H]).")] = "crl",
     opset: Annotated[int, typer.Option(help="ONNX opset (13-23) for older on-robot runtimes.")] = 23,
     act_samples: ActSamplesOpt = 1,
     robust: Annotated[str | None, typer.Option(
@@ -422,7 +425,9 @@ def verify(
     from crl_distill.runtime import verify as verify_file
 
     r = verify_file(path)
-    console.print(f"{path}: OK ({r['golden']} golden pairs, max |diff| {r['max_abs_diff']:.1e}; "
+    golden = (f"a golden sequence of {r['golden']} steps" if r.get("golden_sequence")
+              else f"{r['golden']} golden pairs")
+    console.print(f"{path}: OK ({golden}, max |diff| {r['max_abs_diff']:.1e}; "
                   f"weights {r['weights']})", highlight=False)
 
 
@@ -448,6 +453,7 @@ def inspect(
                   f"{policy.session.get_outputs()[0].name} float32 [batch, {policy.action_size}]"
                   f" (opset {m.get('opset', '?')}, io names {m.get('io_names', 'crl')})"),
         ("input", str(m.get("input", ""))),
+        *_recurrent_rows(m.get("recurrent")),
         ("env layout", str(m.get("layout", ""))),
         ("student observes", "the env's full observation" if spec is None else
          f"state indices {spec['state_indices']} of {spec['teacher_state_size']}, "
@@ -469,6 +475,17 @@ def inspect(
     for k, v in rows:
         t.add_row(k, escape(v))  # shapes like [batch, 4] are not markup
     console.print(t)
+
+
+def _recurrent_rows(rec: dict | None) -> list[tuple[str, str]]:
+    """inspect's lines for a recurrent file: the state in and out, with shapes, and the reset rule."""
+    if not rec:
+        return []
+    shape = "[" + ", ".join(str(d) for d in rec.get("state_shape", [])) + "]"
+    return [("memory", f"{str(rec.get('cell', '?')).upper()} of {rec.get('hidden_size')} units: "
+                       f"{', '.join(rec.get('state_inputs', []))} -> "
+                       f"{', '.join(rec.get('state_outputs', []))}, each float32 {shape}"),
+            ("reset", str(rec.get("reset", "")))]
 
 
 @_command("eval")

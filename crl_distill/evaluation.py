@@ -11,6 +11,7 @@ identical starts and goals for a given seed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -34,26 +35,78 @@ if TYPE_CHECKING:  # the artifact loader knows every stage; this module sits bel
 BatchPolicy = Callable[[jax.Array], jax.Array]
 
 
+@dataclass(frozen=True)
+class RecurrentPolicy:
+    """A policy with memory: `step(carry [B, carry_size], obs [B, O]) -> (carry, action [B, A])`.
+
+    The carry is zero at an episode's first step (`initial`), and each step's carry goes into
+    the next. A stateless `BatchPolicy` is the case carry_size = 0 (`as_recurrent`), so one
+    rollout serves both.
+    """
+
+    step: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+    carry_size: int
+
+    def initial(self, batch: int) -> jax.Array:
+        """The carry at an episode's first step, [batch, carry_size] zeros."""
+        return jnp.zeros((batch, self.carry_size), jnp.float32)
+
+
+#: what every evaluator takes
+Policy = BatchPolicy | RecurrentPolicy
+
+
+def as_recurrent(policy: Policy) -> RecurrentPolicy:
+    """`policy` itself, or a stateless one as a RecurrentPolicy with an empty carry."""
+    if isinstance(policy, RecurrentPolicy):
+        return policy
+    return RecurrentPolicy(lambda carry, obs: (carry, policy(obs)), 0)
+
+
+def first_step(policy: Policy) -> BatchPolicy:
+    """obs [B, O] -> action [B, A]: `policy` at an episode's first step (a recurrent one from
+    its zero carry), the cost of one control step; `policy` itself when it is stateless."""
+    if not isinstance(policy, RecurrentPolicy):
+        return policy
+    return lambda obs: policy.step(policy.initial(obs.shape[0]), obs)[1]
+
+
+def run_sequences(policy: Policy, obs: jax.Array) -> jax.Array:
+    """Time-major observations [T, B, O], each column one episode from its first step ->
+    actions [T, B, A] (call under jit)."""
+    rec = as_recurrent(policy)
+
+    def body(carry, o):
+        return rec.step(carry, o)
+
+    return jax.lax.scan(body, rec.initial(obs.shape[1]), obs)[1]
+
+
 def episode_keys(seed: int, num_episodes: int) -> jax.Array:
     """Reset keys for evaluation episodes; a function of (seed, episode index) only."""
     return jax.random.split(jax.random.PRNGKey(seed), num_episodes)
 
 
-def rollout_jax(env: GoalEnv, policy: BatchPolicy, keys: jax.Array,
+def rollout_jax(env: GoalEnv, policy: Policy, keys: jax.Array,
                 record_obs: bool = False) -> dict[str, jax.Array]:
-    """Run one full episode per key with a jittable batch policy (call under jit).
+    """Run one full episode per key with a jittable batch (or recurrent) policy (call under jit).
 
     Returns per-episode arrays [E]: time_at_goal, success_any, final_dist; with `record_obs`
     also the observations the policy saw, obs [T, E, obs_dim].
     """
+    rec = as_recurrent(policy)
     state = jax.vmap(env.reset)(keys)
 
-    def body(s, _):
+    def body(sc, _):
+        s, carry = sc
         obs = s.obs
-        s = jax.vmap(env.step)(s, policy(obs))
-        return s, (s.metrics["success"], s.terminated, s.metrics["dist"], obs if record_obs else None)
+        carry, action = rec.step(carry, obs)
+        s = jax.vmap(env.step)(s, action)
+        return (s, carry), (s.metrics["success"], s.terminated, s.metrics["dist"],
+                            obs if record_obs else None)
 
-    _, (success, terminated, dist, obs) = jax.lax.scan(body, state, None, length=env.episode_length)
+    _, (success, terminated, dist, obs) = jax.lax.scan(
+        body, (state, rec.initial(keys.shape[0])), None, length=env.episode_length)
     out = episode_metrics(success, terminated, dist, xp=jnp)
     if record_obs:
         out["obs"] = obs
@@ -84,8 +137,8 @@ def rollout_host(
     return out
 
 
-def evaluate(env: GoalEnv, policy: BatchPolicy, num_episodes: int = 256, seed: int = 0) -> dict:
-    """Evaluate a jittable batch policy on `num_episodes` seeded episodes."""
+def evaluate(env: GoalEnv, policy: Policy, num_episodes: int = 256, seed: int = 0) -> dict:
+    """Evaluate a jittable batch (or recurrent) policy on `num_episodes` seeded episodes."""
     run = jax.jit(lambda k: rollout_jax(env, policy, k), compiler_options=env.jit_options)
     per_ep = run(episode_keys(seed, num_episodes))
     return summarize(jax.device_get(per_ep))
@@ -177,6 +230,7 @@ def evaluate_native(onnx_path: str, episodes: int = 128, seed: int = 0,
             "brax": brax, "native": native, "ratio": ratio}
 
 
-__all__ = ["env_starts", "episode_keys", "episode_metrics", "evaluate", "evaluate_artifact",
+__all__ = ["BatchPolicy", "Policy", "RecurrentPolicy", "as_recurrent", "env_starts", "first_step",
+           "episode_keys", "episode_metrics", "evaluate", "evaluate_artifact",
            "evaluate_native", "native_target", "run_native",
-           "rollout_host", "rollout_jax", "summarize"]
+           "rollout_host", "rollout_jax", "run_sequences", "summarize"]

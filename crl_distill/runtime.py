@@ -3,6 +3,11 @@
     from crl_distill.runtime import OnnxPolicy
     policy = OnnxPolicy("policy.onnx")            # one intra-op thread, CPU unless asked
     action = policy.act(state=s, goal=g)          # or policy.act(obs), batch or single
+    policy.reset()                                # at an episode's start (history, memory)
+
+A recurrent student's file (metadata `recurrent`) takes its hidden state as explicit inputs
+and returns the next one (`h_in` [, `c_in`] -> `h_out` [, `c_out`]); `OnnxPolicy` carries it
+per batch row between calls (`RecurrentState`) and `reset()` zeroes it.
 
 Every bad input raises `PolicyInputError` (a `PolicyError`) with a one-line message; an
 action is always finite and inside the action bounds.
@@ -128,6 +133,89 @@ def _decode(props: dict[str, str], path: Any) -> dict[str, Any]:
     return out
 
 
+class RecurrentState:
+    """The hidden state a recurrent exported file carries between calls, one per batch row.
+
+    `spec` is the file's `recurrent` metadata: `state_inputs` / `state_outputs` (names, in
+    order), `state_shape` (["batch", H], or [1, "batch", H] in rsl_rl's layout). The state is
+    zero at an episode's first step: before the first call, after `reset()`, for the rows
+    `reset(rows)` names, and whenever the batch size changes.
+    """
+
+    def __init__(self, spec: dict[str, Any]):
+        try:
+            self.inputs = [str(n) for n in spec["state_inputs"]]
+            self.outputs = [str(n) for n in spec["state_outputs"]]
+            shape = list(spec["state_shape"])
+            self.hidden_size = int(shape[-1])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CrlDistillError(f"malformed recurrent metadata ({type(e).__name__}: {e})") from None
+        if len(self.inputs) != len(self.outputs) or not self.inputs or shape[-2] != "batch" or (
+                len(shape) == 3 and shape[0] != 1) or len(shape) not in (2, 3):
+            raise CrlDistillError(f"malformed recurrent metadata (state {self.inputs} -> "
+                                  f"{self.outputs}, shape {shape})")
+        #: rsl_rl's layout puts a layer axis of 1 first: [1, batch, H]
+        self.layer_axis = len(shape) == 3
+        self._state: list[np.ndarray] | None = None
+
+    def zeros(self, batch: int) -> list[np.ndarray]:
+        lead = (1, batch) if self.layer_axis else (batch,)
+        return [np.zeros((*lead, self.hidden_size), np.float32) for _ in self.inputs]
+
+    def reset(self, rows: Any = None) -> None:
+        if rows is None or self._state is None:
+            self._state = None
+        else:
+            for s in self._state:
+                s[..., np.asarray(rows), :] = 0.0
+
+    def feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """The state inputs for a call on `batch` rows."""
+        if self._state is None or self._state[0].shape[-2] != batch:
+            self._state = self.zeros(batch)
+        return dict(zip(self.inputs, self._state, strict=True))
+
+    def update(self, outputs: list[np.ndarray]) -> None:
+        """Keep the state outputs of the call (in `state_outputs` order) for the next one."""
+        self._state = [np.array(o, np.float32) for o in outputs]
+
+
+class SessionStepper:
+    """A session (onnxruntime's, or anything with its `run(names, feeds)`) as a host policy
+    obs [B, O] -> action [B, A] that carries a recurrent file's state between calls
+    (`spec`: its `recurrent` metadata; None for a stateless file). `reset` as RecurrentState's."""
+
+    def __init__(self, session: Any, spec: dict[str, Any] | None, outputs: list[str] | None = None):
+        self.session = session
+        self.state = RecurrentState(spec) if spec is not None else None
+        #: None: every output, in the graph's order (action first, then the state)
+        self.outputs = outputs
+
+    def reset(self, rows: Any = None) -> None:
+        if self.state is not None:
+            self.state.reset(rows)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(obs, np.float32)
+        if self.state is None:
+            return self.session.run(self.outputs, {"obs": x})[0]
+        out = self.session.run(self.outputs, {"obs": x, **self.state.feeds(len(x))})
+        self.state.update(out[1:])
+        return out[0]
+
+
+def run_sequences(session: Any, obs: np.ndarray, spec: dict[str, Any] | None,
+                  batch: int | None = None) -> np.ndarray:
+    """A file's actions on time-major sequences obs [T, S, O], each from an episode's first
+    step (zero state), `batch` sequences per call (default: all S) -> [T, S, A]."""
+    batch = batch or obs.shape[1]
+    chunks = []
+    for lo in range(0, obs.shape[1], batch):
+        step = SessionStepper(session, spec)
+        chunks.append(np.stack([step(o[lo:lo + batch]) for o in obs]))
+    return np.concatenate(chunks, axis=1)
+
+
 class OnnxPolicy:
     """A deterministic policy from an exported ONNX file.
 
@@ -182,9 +270,16 @@ class OnnxPolicy:
         if missing:
             raise CrlDistillError(f"{self.path}: incomplete crl-distill metadata (missing "
                                   f"{', '.join(missing)}; is the file damaged?)")
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != "obs":
-            raise CrlDistillError(f"{self.path}: expected one input named 'obs'")
+        #: the file's hidden-state layout (a recurrent student), None for a stateless policy
+        self.recurrent: dict[str, Any] | None = self.metadata.get("recurrent")
+        try:
+            self._stepper = SessionStepper(self.session, self.recurrent)
+        except CrlDistillError as e:
+            raise CrlDistillError(f"{self.path}: {e}") from None
+        self._state = self._stepper.state
+        want = ["obs", *(self._state.inputs if self._state else [])]
+        if [i.name for i in self.session.get_inputs()] != want:
+            raise CrlDistillError(f"{self.path}: expected the inputs {want}")
         try:  # sizes and bounds of the wrong type: altered metadata
             #: the graph's input: concat(state, goal), or a student's stacked input
             self.input_size = int(self.metadata["observation_size"])
@@ -214,9 +309,12 @@ class OnnxPolicy:
             raise CrlDistillError(f"{self.path}: damaged metadata ({type(e).__name__}: "
                                   f"{str(e)[:100]})") from None
         self._out_name = self.session.get_outputs()[0].name
-        self._out_names = [self._out_name]
+        self._out_names = [self._out_name, *(self._state.outputs if self._state else [])]
+        if [o.name for o in self.session.get_outputs()] != self._out_names and self._state:
+            raise CrlDistillError(f"{self.path}: expected the outputs {self._out_names}")
+        self._stepper.outputs = self._out_names
         cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
-        self._bound = self._bind_single() if cpu else None
+        self._bound = self._bind_single() if cpu and self._state is None else None
         self._range = self._read_range()
         self.clamp_to_range = clamp_to_range and self._range is not None
         #: observations acted on so far with an element outside the range seen in training,
@@ -228,8 +326,9 @@ class OnnxPolicy:
             self.self_test()
 
     def self_test(self) -> dict[str, Any]:
-        """Replay the golden pairs stored at export on this machine's onnxruntime; raises
-        PolicyError when an action differs by more than VERIFY_TOLERANCE."""
+        """Replay the golden pairs stored at export on this machine's onnxruntime (a recurrent
+        file's: one sequence from a zero state, in order); raises PolicyError when an action
+        differs by more than VERIFY_TOLERANCE."""
         golden = self.metadata.get("golden")
         if not isinstance(golden, list) or not golden:
             raise PolicyError(f"{self.path}: no golden pairs in the metadata to self-test with")
@@ -240,13 +339,14 @@ class OnnxPolicy:
             raise PolicyError(f"{self.path}: malformed golden pairs in the metadata") from None
         if obs.shape != (len(golden), self.input_size) or want.shape != (len(golden), self.action_size):
             raise PolicyError(f"{self.path}: golden pairs do not fit the graph's sizes")
-        got = self.session.run(self._out_names, {"obs": obs})[0]
+        got = run_sequences(self.session, obs[:, None], self.recurrent)[:, 0]
         diff = float(np.abs(got - want).max())
         if not diff <= VERIFY_TOLERANCE:
             raise PolicyError(f"{self.path}: self-test failed: golden actions differ by {diff:.3g} "
                               f"> {VERIFY_TOLERANCE:g} (altered weights, or a runtime that "
                               f"computes differently)")
-        return {"golden": len(golden), "max_abs_diff": diff}
+        return {"golden": len(golden), "max_abs_diff": diff,
+                **({"golden_sequence": True} if self.recurrent is not None else {})}
 
     def _read_obs_spec(self) -> tuple[ObsSpec | None, ObsStacker | None]:
         raw = self.metadata.get("observation_spec")
@@ -281,7 +381,7 @@ class OnnxPolicy:
             inp[...] = batch
             self.session.run_with_iobinding(io)
             return out.copy()
-        return self.session.run(self._out_names, {"obs": batch})[0]
+        return self._stepper(batch)
 
     def _read_range(self) -> tuple[np.ndarray, np.ndarray] | None:
         raw = self.metadata.get("obs_range")
@@ -308,9 +408,11 @@ class OnnxPolicy:
 
     def reset(self, rows: Any = None) -> None:
         """Start new episodes (all rows, or those in `rows`): forget the observation history
-        of a student that stacks past observations; a no-op for every other policy."""
+        of a student that stacks past observations and zero a recurrent student's state; a
+        no-op for every other policy."""
         if self._stacker is not None:
             self._stacker.reset(rows)
+        self._stepper.reset(rows)
 
     def from_env_obs(self, obs: Any) -> np.ndarray:
         """The env's full observation [.., env_state_size + goal] -> what `act` takes (the
@@ -362,8 +464,8 @@ class OnnxPolicy:
         """obs [obs_size] or [B, obs_size] (or state + goal) -> action [A] or [B, A], float32.
 
         For a student with an observation spec, obs is its own current observation (the kept
-        state elements + goal); a student that stacks past observations keeps them here, per
-        batch row, until `reset()`."""
+        state elements + goal); a student that stacks past observations keeps them here, and a
+        recurrent student its hidden state, per batch row, until `reset()`."""
         if obs is None:
             if state is None or goal is None:
                 raise PolicyInputError("give obs, or both state and goal")

@@ -27,6 +27,8 @@ class DistillConfig:
     steps_per_iter: int = setting(100, "Env steps per env per round.")
     sgd_steps_per_iter: int = setting(600, "SGD steps per round.", flag="--sgd-steps")
     batch_size: int = setting(256, "SGD batch (states).")
+    bptt: int = setting(16, "Recurrent students: steps per training sequence (truncated "
+                            "backpropagation through time; batch_size / bptt sequences per batch).")
     learning_rate: float = setting(1e-3, "Adam learning rate of the students.", flag="--lr")
     beta0: float = setting(1.0, "P(teacher acts) in round 0.")
     beta_decay: float = setting(0.5, "beta_i = beta0 * beta_decay**i.")
@@ -52,7 +54,7 @@ class DistillConfig:
         require_choice("label", self.label, LABELS)
         require_choice("action loss", self.action_loss, ACTION_LOSSES)
         for name in ("iterations", "num_envs", "steps_per_iter", "sgd_steps_per_iter",
-                     "batch_size", "eval_episodes", "label_samples"):
+                     "batch_size", "bptt", "eval_episodes", "label_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise CrlDistillError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:

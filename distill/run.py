@@ -25,7 +25,7 @@ from crl_distill import __version__
 from crl_distill.checkpoint import load_pytree, params_sha256, save_pytree
 from crl_distill.dirlock import releases_locks
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import evaluate
+from crl_distill.evaluation import Policy, evaluate, first_step
 from crl_distill.fileio import atomic_write
 from crl_distill.loggers import DEFAULT_LOGGER, check_logger, make_logger
 from crl_distill.obs_spec import ObsSpec
@@ -43,7 +43,7 @@ from crl_distill.teacher.train import Teacher, load_teacher
 from crl_distill.timing import percentiles_us, time_calls
 
 from . import student_set
-from .dagger import DistillConfig, Distiller, DistillState, action_mse
+from .dagger import DistillConfig, Distiller, DistillState, action_mse, student_outputs
 
 PROGRESS_FORMAT = "crl-distill-distill-progress"
 
@@ -72,11 +72,14 @@ def settings_identity(scfg: StudentConfig, dcfg: DistillConfig, teacher: Teacher
     acting among them) and the teacher file and epoch. A finished student file and an
     interrupted loop are reused only under equal identities. JSON-normal (tuples as lists), so
     it compares equal to what a file header read back holds."""
-    distill = dataclasses.asdict(dcfg)
-    if not distill["perturb"]:  # files from before the field existed stay reusable
+    distill, student = dataclasses.asdict(dcfg), dataclasses.asdict(scfg)
+    # files from before a field existed stay reusable where it does not apply
+    if not distill["perturb"]:
         del distill["perturb"]
+    if not scfg.recurrent:
+        del distill["bptt"], student["cell"]
     return json.loads(json.dumps({
-        "student": dataclasses.asdict(scfg), "distill": distill,
+        "student": student, "distill": distill,
         "teacher_source": str(teacher.source), "teacher_epoch": teacher.epoch}))
 
 
@@ -162,7 +165,9 @@ class StudentRun:
         self.history = meta["history"]
         return restored
 
-    def policy(self) -> Callable[[jax.Array], jax.Array]:
+    def policy(self) -> Policy:
+        if self.scfg.recurrent:
+            return self.distiller.student_policy(self.params)
         return deterministic_policy(self.distiller.modules.policy, self.params["policy"])
 
     def heldout_metrics(self) -> dict:
@@ -170,11 +175,17 @@ class StudentRun:
         dist, env, seed = self.distiller, self.env, self.dcfg.seed
         keys = jax.random.split(jax.random.PRNGKey(seed + 7919), 32)
         env_state = jax.vmap(env.reset)(keys)
-        _, rows, _ = jax.jit(dist.rollout, static_argnums=5, compiler_options=env.jit_options)(
+        _, rows, _, _ = jax.jit(dist.rollout, static_argnums=5, compiler_options=env.jit_options)(
             self.teacher.params, self.params, env_state, jax.random.PRNGKey(seed + 104729),
             jnp.float32(1.0), env.episode_length)
         m = dist.modules
-        mu, _ = m.policy.apply(self.params["policy"], rows["obs"])
+        if self.scfg.recurrent:  # rows are time-major: one sequence per env, from its start
+            n = len(keys)
+            rows = jax.tree_util.tree_map(
+                lambda x: jnp.swapaxes(x.reshape(-1, n, *x.shape[1:]), 0, 1), rows)
+        mu, _ = student_outputs(self.params, rows, self.scfg, env.action_size)
+        if self.scfg.recurrent:
+            rows = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), rows)
         out = {"action_mse": float(action_mse(mu, rows["t_mean"]))}
         if self.scfg.encoders:
             s = env.state_size
@@ -214,7 +225,7 @@ class StudentRun:
             "retention": _ratio(ev["success_any"], teacher_eval["success_any"]),
             "retention_time_at_goal": _ratio(ev["time_at_goal"], teacher_eval["time_at_goal"]),
             **self.heldout_metrics(),
-            "latency_batch1": latency_us(jax.jit(policy), jnp.zeros(
+            "latency_batch1": latency_us(jax.jit(first_step(policy)), jnp.zeros(
                 (1, env.observation_size))) if time_jax else None,
             # lets a later stage tell whether a file holds exactly this student without loading it
             "params_sha256": params_sha256(self.params),

@@ -58,7 +58,7 @@ def main() -> None:
     ended = np.zeros((steps, args.episodes))
     for ep in range(args.episodes):
         goal = sim.reset(rng)[0]
-        policy.reset()  # a student that stacks past observations starts a fresh history
+        policy.reset()  # a fresh history (stacking student) and a zero state (GRU / LSTM student)
         next_tick = time.perf_counter()
         last_tick = None
         for t in range(steps):

@@ -2,7 +2,9 @@
 
   1. checker: onnx.checker (full) and strict shape inference;
   2. numeric: onnxruntime vs JAX, max |diff| <= 1e-5 on >= 1000 observations (real rollout
-     states + random ones) at batch sizes 1, 2, 7, 64; onnx.reference.ReferenceEvaluator agrees;
+     states + random ones) at batch sizes 1, 2, 7, 64; onnx.reference.ReferenceEvaluator agrees.
+     A recurrent student is compared over whole sequences from a zero state (the state fed
+     back call after call), its batch sizes counting sequences;
   3. closed_loop: onnxruntime drives the env over the JAX evaluation's seeds; success counts
      agree within one episode; per-step action deviation is reported;
   4. robust (only when asked: `export(..., robust=SPEC, min_retention=R)`): the file in native
@@ -26,9 +28,18 @@ from onnx.reference import ReferenceEvaluator
 from crl_distill.artifacts import Artifact
 from crl_distill.envs import GoalEnv
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import BatchPolicy, episode_keys, evaluate_native, rollout_host, rollout_jax
+from crl_distill.evaluation import (
+    Policy,
+    RecurrentPolicy,
+    episode_keys,
+    evaluate_native,
+    rollout_host,
+    rollout_jax,
+)
+from crl_distill.evaluation import run_sequences as jax_sequences
 from crl_distill.perturb import Perturbation
-from crl_distill.runtime import _import_ort
+from crl_distill.runtime import SessionStepper, _import_ort
+from crl_distill.runtime import run_sequences as onnx_sequences
 
 BATCH_SIZES = (1, 2, 7, 64)
 TOLERANCE = 1e-5
@@ -60,36 +71,51 @@ def ort_session(model_bytes: bytes) -> Any:
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def parity_observations(env: GoalEnv, policy: BatchPolicy, seed: int, n_real: int = 1024,
-                        n_random: int = 256) -> np.ndarray:
-    """Real states from JAX rollouts of the policy plus random observations, [N, O] float32."""
-    n_eps = max(1, -(-n_real // env.episode_length))
+def parity_observations(env: GoalEnv, policy: Policy, seed: int, n_real: int = 1024,
+                        n_random: int = 256, seq_len: int = 64) -> np.ndarray:
+    """Time-major sequences [T, S, O] float32, each from an episode's first step: real states
+    from JAX rollouts of the policy plus random observations. A stateless policy gets
+    one-step sequences (T = 1: n_real states drawn from whole episodes, then n_random); a
+    recurrent one episodes' first `seq_len` steps (n_real // seq_len of them, at least 64 for
+    the largest batch size, then n_random // seq_len random sequences)."""
+    recurrent = isinstance(policy, RecurrentPolicy)
+    t_len = min(seq_len, env.episode_length) if recurrent else 1
+    n_seq = max(64, -(-n_real // t_len)) if recurrent else n_real
+    n_eps = n_seq if recurrent else max(1, -(-n_real // env.episode_length))
     rec = jax.jit(lambda k: rollout_jax(env, policy, k, record_obs=True),
-                  compiler_options=env.jit_options)(
-        episode_keys(seed + 31337, n_eps))
-    real = np.asarray(rec["obs"]).reshape(-1, env.observation_size)
+                  compiler_options=env.jit_options)(episode_keys(seed + 31337, n_eps))
+    seen = np.asarray(rec["obs"])
     rng = np.random.default_rng(seed)
-    real = real[rng.permutation(len(real))[:n_real]]
-    scale = np.maximum(np.abs(real).max(0), 1.0)
-    random = (rng.uniform(-1.5, 1.5, (n_random, env.observation_size)) * scale).astype(np.float32)
-    return np.concatenate([real, random]).astype(np.float32)
+    if recurrent:
+        real = seen[:t_len]
+    else:
+        flat = seen.reshape(-1, env.observation_size)
+        real = flat[rng.permutation(len(flat))[:n_real]][None]
+    scale = np.maximum(np.abs(real).max((0, 1)), 1.0)
+    n_rand = max(1, n_random // t_len)
+    random = rng.uniform(-1.5, 1.5, (t_len, n_rand, env.observation_size)) * scale
+    return np.concatenate([real, random], axis=1).astype(np.float32)
 
 
-def gate_numeric(model: Any, policy: BatchPolicy, obs: np.ndarray) -> dict:
-    """onnxruntime and the reference evaluator vs the JAX `policy` on `obs` at every batch size."""
+def gate_numeric(model: Any, policy: Policy, obs: np.ndarray,
+                 recurrent: dict[str, Any] | None = None) -> dict:
+    """onnxruntime and the reference evaluator vs the JAX `policy` on the sequences `obs`
+    [T, S, O] at every batch size (of sequences); `recurrent`: the file's state layout."""
     sess = ort_session(model.SerializeToString())
-    want = np.asarray(jax.jit(policy)(jnp.asarray(obs)))
+    want = np.asarray(jax.jit(lambda o: jax_sequences(policy, o))(jnp.asarray(obs)))
     per_batch = {}
     for bs in BATCH_SIZES:
-        n = (len(obs) // bs) * bs
-        got = np.concatenate([sess.run(None, {"obs": obs[i:i + bs]})[0] for i in range(0, n, bs)])
-        per_batch[str(bs)] = float(np.abs(got - want[:n]).max())
+        n = (obs.shape[1] // bs) * bs
+        got = onnx_sequences(sess, obs[:, :n], recurrent, bs)
+        per_batch[str(bs)] = float(np.abs(got - want[:, :n]).max())
     ref = ReferenceEvaluator(model)
-    sub = obs[:64]
-    ref_diff = float(np.abs(ref.run(None, {"obs": sub})[0] - want[:64]).max())
+    ref_diff = float(np.abs(onnx_sequences(ref, obs[:, :64], recurrent) - want[:, :64]).max())
     worst = max(per_batch.values())
-    result = {"observations": int(len(obs)), "max_abs_diff": worst, "per_batch": per_batch,
-              "reference_evaluator_max_abs_diff": ref_diff, "tolerance": TOLERANCE}
+    result = {"observations": int(obs.shape[0] * obs.shape[1]), "max_abs_diff": worst,
+              "per_batch": per_batch, "reference_evaluator_max_abs_diff": ref_diff,
+              "tolerance": TOLERANCE,
+              **({"sequences": int(obs.shape[1]), "sequence_length": int(obs.shape[0])}
+                 if recurrent is not None else {})}
     if not worst <= TOLERANCE:
         raise GateError("numeric", f"onnxruntime differs from JAX by {worst:.3g} > {TOLERANCE:g} "
                                    f"(per batch size: {per_batch})")
@@ -98,19 +124,19 @@ def gate_numeric(model: Any, policy: BatchPolicy, obs: np.ndarray) -> dict:
     return {"passed": True, **result}
 
 
-def gate_closed_loop(model: Any, env: GoalEnv, policy: BatchPolicy, episodes: int, seed: int
-                     ) -> dict:
-    """onnxruntime in the loop vs the JAX evaluation of `policy`, same seeds."""
+def gate_closed_loop(model: Any, env: GoalEnv, policy: Policy, episodes: int, seed: int,
+                     recurrent: dict[str, Any] | None = None) -> dict:
+    """onnxruntime in the loop (carrying a recurrent file's state) vs the JAX evaluation of
+    `policy`, same seeds."""
     sess = ort_session(model.SerializeToString())
     keys = episode_keys(seed, episodes)
     jax_eps = jax.device_get(jax.jit(lambda k: rollout_jax(env, policy, k),
                                      compiler_options=env.jit_options)(keys))
-    host = rollout_host(env, lambda o: sess.run(None, {"obs": o.astype(np.float32)})[0], keys,
-                        record_obs=True)
-    seen = host["obs"].reshape(-1, env.observation_size)
-    dev = np.abs(np.asarray(jax.jit(policy)(jnp.asarray(seen)))
-                 - np.concatenate([sess.run(None, {"obs": seen[i:i + 1024]})[0]
-                                   for i in range(0, len(seen), 1024)]))
+    host = rollout_host(env, SessionStepper(sess, recurrent), keys, record_obs=True)
+    # what each would do on the states the file met, each episode replayed from its start
+    seen = host["obs"].astype(np.float32)
+    dev = np.abs(np.asarray(jax.jit(lambda o: jax_sequences(policy, o))(jnp.asarray(seen)))
+                 - onnx_sequences(sess, seen, recurrent))
     n_jax, n_onnx = int(jax_eps["success_any"].sum()), int(host["success_any"].sum())
     result = {
         "episodes": episodes, "seed": seed,
@@ -128,15 +154,20 @@ def gate_closed_loop(model: Any, env: GoalEnv, policy: BatchPolicy, episodes: in
 
 
 def run_gates(model: Any, art: Artifact, episodes: int = 128, seed: int = 0,
-              policy: BatchPolicy | None = None, obs: np.ndarray | None = None) -> dict:
+              policy: Policy | None = None, obs: np.ndarray | None = None,
+              recurrent: dict[str, Any] | None = None) -> dict:
     """All three gates in order against the traced function (`policy`, default
-    `art.policy(traceable=True)`) on the parity observations `obs` (default: drawn here);
-    raises GateError at the first failure."""
+    `art.policy(traceable=True)`) on the parity sequences `obs` (default: drawn here);
+    `recurrent` is the file's state layout (`trace.recurrent_io`); raises GateError at the
+    first failure."""
     policy = art.policy(traceable=True) if policy is None else policy
+    if recurrent is None and isinstance(policy, RecurrentPolicy):
+        raise CrlDistillError("run_gates: a recurrent policy needs its file's state layout "
+                              "(`recurrent`, from trace.recurrent_io)")
     obs = parity_observations(art.env, policy, seed) if obs is None else obs
     gates = {"checker": gate_checker(model)}
-    gates["numeric"] = gate_numeric(model, policy, obs)
-    gates["closed_loop"] = gate_closed_loop(model, art.env, policy, episodes, seed)
+    gates["numeric"] = gate_numeric(model, policy, obs, recurrent)
+    gates["closed_loop"] = gate_closed_loop(model, art.env, policy, episodes, seed, recurrent)
     return gates
 
 

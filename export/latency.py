@@ -21,11 +21,11 @@ from rich.table import Table
 
 from crl_distill.artifacts import Artifact, load_artifact, teacher_artifact
 from crl_distill.envs import make
-from crl_distill.evaluation import BatchPolicy
+from crl_distill.evaluation import BatchPolicy, Policy, first_step
 from crl_distill.export.onnx_export import export
 from crl_distill.export.trace import trace_onnx, trace_ungated
 from crl_distill.fileio import atomic_write_bytes, file_sha256
-from crl_distill.runtime import OnnxPolicy, read_metadata
+from crl_distill.runtime import OnnxPolicy, SessionStepper, read_metadata
 from crl_distill.teacher.acting import ACTOR
 from crl_distill.teacher.config import NetConfig, TeacherConfig
 from crl_distill.teacher.crl import CRL
@@ -63,14 +63,16 @@ def onnx_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]
 
 
 def onnx_raw_runner(path: str | Path) -> Callable[[int], Callable[[np.ndarray], Any]]:
-    """onnxruntime's session.run alone (no input checks), one intra-op thread."""
-    sess = OnnxPolicy(path).session
-    return lambda _b: (lambda x: sess.run(None, {"obs": x}))
+    """onnxruntime's session.run alone (no input checks), one intra-op thread; a recurrent
+    file's state is fed and read back as a control loop does."""
+    policy = OnnxPolicy(path)
+    return lambda _b: SessionStepper(policy.session, policy.recurrent)
 
 
-def jax_runner(policy: Callable) -> Callable[[int], Callable[[np.ndarray], Any]]:
-    """A jitted JAX policy; the result is waited for (block_until_ready)."""
-    f = jax.jit(policy)
+def jax_runner(policy: Policy) -> Callable[[int], Callable[[np.ndarray], Any]]:
+    """A jitted JAX policy (a recurrent one: one step from its zero carry); the result is
+    waited for (block_until_ready)."""
+    f = jax.jit(first_step(policy))
     return lambda _b: (lambda x: f(x).block_until_ready())
 
 

@@ -25,7 +25,7 @@ from crl_distill.artifacts import Artifact, load_artifact
 from crl_distill.checkpoint import params_sha256
 from crl_distill.dirlock import releases_locks
 from crl_distill.errors import CrlDistillError, require_choice
-from crl_distill.evaluation import BatchPolicy
+from crl_distill.evaluation import Policy, run_sequences
 from crl_distill.export import c_export, exported
 from crl_distill.export.gates import (
     gate_checker,
@@ -40,17 +40,21 @@ from crl_distill.export.trace import (
     POLICY_FORMAT,
     build_metadata,
     has_critic,
+    recurrent_io,
     set_metadata,
     trace_critic,
     trace_policy,
 )
 from crl_distill.fileio import atomic_write_bytes, provenance
 from crl_distill.perturb import parse_perturbation
+from crl_distill.runtime import run_sequences as onnx_sequences
 from crl_distill.runtime import weights_sha256
 from crl_distill.teacher.acting import Acting
 from crl_distill.teacher.run_dir import run_of
 
 GOLDEN_PAIRS = 4
+#: the length of a recurrent file's golden sequence
+GOLDEN_STEPS = 8
 FORMATS = ("onnx", "c")
 
 
@@ -113,6 +117,7 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
     # one traced function and one observation set serve the trace, the golden pairs and every
     # gate (ONNX and C), so that they all judge the same thing
     policy = art.policy(traceable=True)
+    recurrent = recurrent_io(art, io_names)
     model = trace_policy(art, io_names, opset, policy)
     # File names, not paths: the report may travel with the file (see fileio.provenance).
     report: dict[str, Any] = {**provenance("source", art.source), "kind": art.kind,
@@ -124,10 +129,10 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
         gates: dict[str, Any] = {"skipped": True, "reason": "skipped by --skip-gates"}
     else:
         with _failure_reported(out, report):
-            gates = run_gates(model, art, episodes, seed, policy, obs)
+            gates = run_gates(model, art, episodes, seed, policy, obs, recurrent)
 
     def serialized() -> tuple[dict[str, Any], bytes]:
-        meta = build_metadata(art, golden, gates)
+        meta = build_metadata(art, golden, gates, io_names)
         set_metadata(model, {**meta, "io_names": io_names, "opset": opset,
                              "weights_sha256": weights_sha256(model)})
         return meta, model.SerializeToString()
@@ -157,10 +162,15 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
         header, source_c = c_export.c_sources(meta["student"], art.params["policy"], c_meta, prefix)
         if skip_gates:
             report["c"] = {"skipped": True}
+        elif recurrent is not None:
+            with _failure_reported(out, report, gate="c"):
+                want = onnx_sequences(ort_session(data), obs, recurrent)
+                report["c"] = c_export.c_gates_recurrent(
+                    header, source_c, obs.swapaxes(0, 1), want.swapaxes(0, 1), golden, cc, prefix)
         else:
             with _failure_reported(out, report, gate="c"):
                 report["c"] = c_export.c_gates(
-                    header, source_c, ort_session(data), obs, golden, cc, prefix)
+                    header, source_c, ort_session(data), obs[0], golden, cc, prefix)
         c_written = c_export.c_files(out.parent, header, source_c, prefix,
                                      meta["native"]["mjcf"] if "native" in meta else None)
         files.update(c_written)
@@ -176,13 +186,17 @@ def export(source: str | Path | Artifact, out: str | Path | None = None,
                         critic_path=critic_path, c_paths=c_paths, artifact=art)
 
 
-def golden_pairs(policy: BatchPolicy, obs: np.ndarray) -> list[dict]:
-    """The first `GOLDEN_PAIRS` of the parity observations `obs` [N, O] (real states first)
-    and the traced `policy`'s actions on them: stored in the file, replayed by
-    `crl-distill verify` on the robot computer."""
-    obs = obs[:GOLDEN_PAIRS]
-    act = np.asarray(jax.jit(policy)(jnp.asarray(obs)))
-    return [{"obs": o.tolist(), "action": a.tolist()} for o, a in zip(obs, act, strict=True)]
+def golden_pairs(policy: Policy, obs: np.ndarray) -> list[dict]:
+    """Pairs of the parity sequences `obs` [T, S, O] (real states first) and the traced
+    `policy`'s actions on them: stored in the file, replayed by `crl-distill verify` on the
+    robot computer. A stateless policy: the first `GOLDEN_PAIRS` one-step sequences; a
+    recurrent one: the first `GOLDEN_STEPS` steps of the first sequence, from a zero state, to
+    be replayed in order."""
+    obs = obs[0, :GOLDEN_PAIRS, None] if obs.shape[0] == 1 else obs[:GOLDEN_STEPS, :1]
+    act = np.asarray(jax.jit(lambda o: run_sequences(policy, o))(jnp.asarray(obs)))
+    return [{"obs": o.tolist(), "action": a.tolist()}
+            for o, a in zip(obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1]),
+                            strict=True)]
 
 
 def _clean_teacher_time_at_goal(art: Artifact) -> float:

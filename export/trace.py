@@ -2,6 +2,10 @@
 
     model = trace_policy(artifact)            obs float32 [batch, O] -> action [batch, A]
     set_metadata(model, build_metadata(artifact, golden, gates))
+
+A recurrent student's file also takes and returns its hidden state, as rsl_rl-style deploy
+code expects: (obs, h_in [, c_in]) -> (action, h_out [, c_out]), the state [batch, H], or
+[1, batch, H] with io names "rsl_rl" (`recurrent_io`; the metadata's `recurrent` entry).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 from jax2onnx import to_onnx
 
 from crl_distill import __version__
 from crl_distill.artifacts import Artifact
 from crl_distill.checkpoint import params_sha256
 from crl_distill.errors import CrlDistillError
+from crl_distill.evaluation import Policy, RecurrentPolicy
 from crl_distill.fileio import provenance
 from crl_distill.runtime import METADATA_PREFIX
 
@@ -24,23 +30,66 @@ POLICY_FORMAT = "crl-distill-policy"
 #: graph input and output names per convention: ours, and rsl_rl-style C++ controllers'
 IO_NAMES = {"crl": ("obs", "action"), "rsl_rl": ("obs", "actions")}
 DEFAULT_OPSET = 23
+#: the reset rule, as the file states it
+RESET_RULE = ("zero every state input at an episode's first step (start, and after a "
+              "termination); otherwise feed the previous call's state outputs")
+
+
+def recurrent_io(art: Artifact, io_names: str = "crl") -> dict[str, Any] | None:
+    """The hidden state's names, shape and reset rule for a recurrent student (the metadata's
+    `recurrent` entry, which `runtime.RecurrentState` reads); None for every other policy."""
+    scfg = art.student.config if art.student is not None else None
+    if scfg is None or not scfg.recurrent:
+        return None
+    n = scfg.carry_size // scfg.width
+    return {"cell": scfg.cell, "hidden_size": scfg.width,
+            "state_inputs": ["h_in", "c_in"][:n], "state_outputs": ["h_out", "c_out"][:n],
+            "state_shape": [1, "batch", scfg.width] if io_names == "rsl_rl" else ["batch", scfg.width],
+            "reset": RESET_RULE}
 
 
 def trace_policy(art: Artifact, io_names: str = "crl", opset: int = DEFAULT_OPSET,
-                 policy: Callable | None = None) -> Any:
+                 policy: Policy | None = None) -> Any:
     """The artifact's policy (or `policy`, built from it with `traceable=True`) as an
-    onnx.ModelProto: obs float32 [batch, O] -> action [batch, A]."""
+    onnx.ModelProto: obs float32 [batch, O] -> action [batch, A], with a recurrent student's
+    state in and out as `recurrent_io` names them."""
     policy = art.policy(traceable=True) if policy is None else policy
-    return trace_onnx(policy, art.env.observation_size,
-                      f"crl_distill_{art.kind}_{art.name}", io_names, opset)
+    name = f"crl_distill_{art.kind}_{art.name}"
+    spec = recurrent_io(art, io_names)
+    if spec is None:
+        return trace_onnx(policy, art.env.observation_size, name, io_names, opset)
+    return _trace_recurrent(policy, art.env.observation_size, spec, name, io_names, opset)
+
+
+def _trace_recurrent(policy: RecurrentPolicy, obs_size: int, spec: dict[str, Any], model_name: str,
+                     io_names: str, opset: int) -> Any:
+    """(obs, *state) -> (action, *state'), the flat carry split into [h, c] per `spec`."""
+    inp, out = IO_NAMES[io_names]
+    h_size, shape = spec["hidden_size"], tuple(spec["state_shape"])
+    to_flat = (lambda x: x[0]) if len(shape) == 3 else (lambda x: x)
+    from_flat = (lambda x: x[None]) if len(shape) == 3 else (lambda x: x)
+
+    def step(obs, *state):
+        carry, action = policy.step(jnp.concatenate([to_flat(s) for s in state], -1), obs)
+        parts = [carry[:, i * h_size:(i + 1) * h_size] for i in range(len(state))]
+        return (action, *(from_flat(p) for p in parts))
+
+    return _to_onnx(step, [("batch", obs_size)] + [shape] * len(spec["state_inputs"]),
+                    [inp, *spec["state_inputs"]], [out, *spec["state_outputs"]], model_name, opset)
 
 
 def trace_onnx(policy: Callable, obs_size: int, model_name: str, io_names: str = "crl",
                opset: int = DEFAULT_OPSET) -> Any:
-    """The one ONNX tracing call: policy obs float32 [batch, obs_size] -> action."""
+    """A stateless policy obs float32 [batch, obs_size] -> action as ONNX."""
     inp, out = IO_NAMES[io_names]
+    return _to_onnx(policy, [("batch", obs_size)], [inp], [out], model_name, opset)
+
+
+def _to_onnx(fn: Callable, shapes: list[tuple], inputs: list[str], outputs: list[str],
+             model_name: str, opset: int) -> Any:
+    """The one ONNX tracing call (float32 inputs of `shapes`, "batch" symbolic)."""
     try:
-        model = to_onnx(policy, [("batch", obs_size)], input_names=[inp], output_names=[out],
+        model = to_onnx(fn, shapes, input_names=inputs, output_names=outputs,
                         model_name=model_name, normalization_mode="prefer_native", opset=opset)
     except Exception as e:  # the tracer names the op it cannot emit at this opset
         raise CrlDistillError(f"cannot export at opset {opset}: "
@@ -88,11 +137,11 @@ def has_critic(art: Artifact) -> bool:
     return art.student is not None and art.student.config.encoders
 
 
-def trace_ungated(art: Artifact, reason: str) -> Any:
+def trace_ungated(art: Artifact, reason: str, io_names: str = "crl") -> Any:
     """The traced policy with its metadata but no gates run (`gates_skipped`, with `reason`): for
     measuring a file (latency), never for shipping it."""
-    model = trace_policy(art)
-    set_metadata(model, build_metadata(art, [], {"skipped": True, "reason": reason}))
+    model = trace_policy(art, io_names)
+    set_metadata(model, build_metadata(art, [], {"skipped": True, "reason": reason}, io_names))
     return model
 
 
@@ -121,8 +170,10 @@ def provenance_info(art: Artifact) -> dict[str, Any]:
             "distill": s.meta.get("distill")}
 
 
-def build_metadata(art: Artifact, golden: list[dict], gates: dict) -> dict[str, Any]:
+def build_metadata(art: Artifact, golden: list[dict], gates: dict, io_names: str = "crl"
+                   ) -> dict[str, Any]:
     env = art.env
+    rec = recurrent_io(art, io_names)
     facts = env.describe()
     spec = ({"observation_spec": {**facts["student_obs"],
                                   "teacher_state_size": facts["teacher_state_size"]},
@@ -142,6 +193,9 @@ def build_metadata(art: Artifact, golden: list[dict], gates: dict) -> dict[str, 
         **provenance("source", art.source),
         **{k: v for k, v in provenance_info(art).items() if v is not None},
         "golden": golden, "gates": gates, "gates_skipped": bool(gates.get("skipped")), **spec,
+        # a recurrent student: its state's names, shapes and reset rule; its golden pairs are
+        # one sequence from a zero state, replayed in order
+        **({"recurrent": rec} if rec is not None else {}),
         # Element by element, and as the flat comma-separated keys C++ controllers read.
         "interface": (face := env.interface()),
         "observation_names": ",".join(e["name"] for e in face["observation"]),

@@ -46,7 +46,8 @@ TEACHER_FLAGS = {
 #: flags added since, by later issues
 # issue #26: seeds vmapped in one program; #27: domain randomization
 TEACHER_FLAGS_ADDED = {"--seeds", "--perturb"}
-STUDENT_FLAGS_ADDED = {"--perturb"}  # issue #27: distillation under robot perturbations
+STUDENT_FLAGS_ADDED = {"--perturb",  # issue #27: distillation under robot perturbations
+                       "--bptt"}  # issue #28: recurrent students' sequence length
 STUDENT_FLAGS = {
     "--from", "--students", "--out", "--env", "--mode", "--iterations", "--num-envs",
     "--steps-per-iter", "--sgd-steps", "--batch-size", "--lr", "--beta0", "--beta-decay",
