@@ -8,7 +8,9 @@ C vs ONNX max |diff| on the golden pairs + >= 1000 observations), then batch-1 l
     C harness   policy_act timed in a C loop (clock_gettime around each call)
     C ctypes    the same compiled code called from Python through ctypes
     OnnxPolicy  crl_distill.runtime.OnnxPolicy.act (checks, clipping)
-    ORT raw     session.run on a [1, obs] float32 array
+    ORT raw     session.run on a [1, obs] float32 array (with a recurrent file's state fed
+                back, `runtime.SessionStepper`)
+A recurrent student (gru64, lstm64) is timed with its state stepping on from call to call.
 Targets (issue 15): C harness p50 <= 2 us for 2x64; OnnxPolicy.act within 2x of raw session.run.
 Prints a table and writes the JSON and a PNG beside it.
 """
@@ -43,13 +45,20 @@ int main(int argc, char **argv)
     const int n = argc > 1 ? atoi(argv[1]) : 20000;
     double *t = malloc(sizeof(double) * (size_t)n);
     float obs[UP_OBS_SIZE], act[UP_ACTION_SIZE];
+#ifdef UP_RECURRENT /* a recurrent student: its state steps on with every call, as on a robot */
+    PREFIX_state s;
+    PREFIX_reset(&s);
+#define ACT() PREFIX_act(&s, obs, act)
+#else
+#define ACT() PREFIX_act(obs, act)
+#endif
     for (int i = 0; i < UP_OBS_SIZE; ++i)
         obs[i] = 0.01f * (float)i;
     for (int k = 0; k < n; ++k) {
         struct timespec a, b;
         obs[k % UP_OBS_SIZE] += 1e-6f; /* a changing input: nothing is hoisted out of the loop */
         clock_gettime(CLOCK_MONOTONIC, &a);
-        PREFIX_act(obs, act);
+        ACT();
         clock_gettime(CLOCK_MONOTONIC, &b);
         t[k] = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) * 1e-3;
     }
@@ -69,7 +78,7 @@ def timed(fn, calls: int) -> dict[str, float]:
 
 def measure(onnx_path: Path, c_paths: list[Path], calls: int) -> dict[str, dict[str, float]]:
     from crl_distill.export.c_export import C_FLAGS, c_prefix, find_cc
-    from crl_distill.runtime import OnnxPolicy
+    from crl_distill.runtime import OnnxPolicy, SessionStepper
 
     prefix = c_prefix(onnx_path.stem)
     header, source = c_paths[0], c_paths[1]
@@ -91,11 +100,19 @@ def measure(onnx_path: Path, c_paths: list[Path], calls: int) -> dict[str, dict[
         out = np.zeros(policy.action_size, np.float32)
         fp = ctypes.POINTER(ctypes.c_float)
         o_ptr, a_ptr = obs.ctypes.data_as(fp), out.ctypes.data_as(fp)
-        rows["C ctypes"] = timed(lambda: act_c(o_ptr, a_ptr), calls)
+        # a recurrent student's caller-owned state struct: h [H] (then c [H]), contiguous floats
+        rec = policy.recurrent
+        state = np.zeros(len(rec["state_inputs"]) * rec["hidden_size"] if rec else 0, np.float32)
+        args = (state.ctypes.data_as(fp), o_ptr, a_ptr) if rec else (o_ptr, a_ptr)
+        rows["C ctypes"] = timed(lambda: act_c(*args), calls)
         rows["OnnxPolicy.act"] = timed(lambda: policy.act(obs), calls)
-        sess, names, batch = policy.session, [policy.session.get_outputs()[0].name], obs[None]
-        rows["ORT session.run"] = timed(lambda: sess.run(names, {"obs": batch}), calls)
-        act_c(o_ptr, a_ptr)
+        step = SessionStepper(policy.session, rec, [o.name for o in policy.session.get_outputs()])
+        batch = obs[None]
+        rows["ORT session.run"] = timed(lambda: step(batch), calls)
+        # one step from a zero state on each side
+        policy.reset()
+        state[:] = 0.0
+        act_c(*args)
         rows["C vs OnnxPolicy |diff| (this obs)"] = {
             "max_abs": float(np.abs(out - policy.act(obs)).max())}
     return rows

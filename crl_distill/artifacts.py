@@ -24,7 +24,7 @@ from crl_distill.distill import student_set
 from crl_distill.envs import GoalEnv, make
 from crl_distill.envs.observed import observed
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import BatchPolicy
+from crl_distill.evaluation import Policy
 from crl_distill.runtime import OnnxPolicy
 from crl_distill.student.model import STUDENT_FORMAT, Student, load_student
 from crl_distill.teacher.acting import ACTOR, Acting
@@ -57,9 +57,10 @@ class Artifact:
     def in_jax(self) -> bool:
         return self.onnx is None
 
-    def policy(self, traceable: bool = False) -> BatchPolicy:
-        """The jittable obs [B, O] -> action [B, A] (teacher or student); `traceable` builds
-        the same policy in a form ONNX tracing accepts."""
+    def policy(self, traceable: bool = False) -> Policy:
+        """The jittable obs [B, O] -> action [B, A] (teacher or student; a recurrent student's
+        is a `RecurrentPolicy`, which every evaluator also takes); `traceable` builds the same
+        policy in a form ONNX tracing accepts."""
         if self.teacher is not None:
             return self.teacher.policy(self.acting, traceable)
         if self.student is not None:

@@ -177,7 +177,8 @@ class RecurrentState:
 
     def update(self, outputs: list[np.ndarray]) -> None:
         """Keep the state outputs of the call (in `state_outputs` order) for the next one."""
-        self._state = [np.array(o, np.float32) for o in outputs]
+        # fresh arrays from the session each call: kept as they are (reset edits them in place)
+        self._state = [o if o.dtype == np.float32 else o.astype(np.float32) for o in outputs]
 
 
 class SessionStepper:

@@ -16,7 +16,7 @@ from helpers import fixed_teacher
 from crl_distill.distill import DistillConfig, distill
 from crl_distill.envs import make
 from crl_distill.errors import CrlDistillError
-from crl_distill.evaluation import evaluate_native
+from crl_distill.evaluation import env_starts, evaluate_native, native_target, run_native
 from crl_distill.export import export
 from crl_distill.native import NativeSim
 from crl_distill.perturb import NONE, Perturbation, parse_perturbation
@@ -107,17 +107,24 @@ def test_a_model_without_a_start_distribution_cannot_draw_starts():
         NativeSim(bad).reset(np.random.default_rng(0))
 
 
-def _reacher_onnx(tmp, env):
-    students = distill(fixed_teacher(env=env), students="1x16", out=tmp / "s", progress=False,
-                       config=DistillConfig(iterations=1, num_envs=8, steps_per_iter=10,
-                                            sgd_steps_per_iter=5, eval_episodes=2))
-    return export(students.out_dir, out=tmp / "reacher.onnx", skip_gates=True).path
+def _reacher_files(tmp, env, students=("1x16",)):
+    """{student: its exported file} for a fixed teacher's students on `env`."""
+    res = distill(fixed_teacher(env=env), students=",".join(students), out=tmp / "s",
+                  progress=False, config=DistillConfig(iterations=1, num_envs=8, steps_per_iter=10,
+                                                       sgd_steps_per_iter=5, eval_episodes=2))
+    return {s: export(res.out_dir, student=s, out=tmp / s / "reacher.onnx", skip_gates=True).path
+            for s in students}
 
 
 @pytest.fixture(scope="module")
-def reacher_onnx(tmp_path_factory):
+def reacher_files(tmp_path_factory):
     # The spring reacher compiles in a fraction of MJX's time on CPU; the MJX file is a slow test.
-    return _reacher_onnx(tmp_path_factory.mktemp("native"), "reacher")
+    return _reacher_files(tmp_path_factory.mktemp("native"), "reacher", ("1x16", "gru8"))
+
+
+@pytest.fixture(scope="module")
+def reacher_onnx(reacher_files):
+    return reacher_files["1x16"]
 
 
 def test_export_carries_the_native_model_and_eval_runs_both_simulators(reacher_onnx):
@@ -194,10 +201,23 @@ def test_robustness_sweeps_each_factor_on_the_same_seeds(tmp_path, reacher_onnx)
     assert bad.returncode == 2 and "unknown robustness factor 'wind'" in bad.stderr
 
 
+def test_a_recurrent_file_carries_its_state_through_native_episodes(reacher_files):
+    """A GRU student's file in native MuJoCo: its state steps on within an episode and starts
+    from zero in every run (two runs from the same starts give the same figures)."""
+    policy, spec, env = native_target(str(reacher_files["gru8"]))
+    start = env_starts(env, 0, 3)
+    first = run_native(policy, spec, env, start)
+    assert np.abs(policy._state.feeds(3)["h_in"]).max() > 1e-3  # memory after an episode
+    assert run_native(policy, spec, env, start) == first
+
+
 @pytest.mark.slow
-def test_mjx_file_scores_the_same_in_mjx_and_native_mujoco(tmp_path):
-    """The same file, starts and goals, and the same physics (MJX vs MuJoCo): the same outcome."""
-    r = evaluate_native(str(_reacher_onnx(tmp_path, "reacher:backend=mjx")), episodes=8, seed=0)
+@pytest.mark.parametrize("student", ["1x16", "gru8"])
+def test_mjx_file_scores_the_same_in_mjx_and_native_mujoco(tmp_path, student):
+    """The same file, starts and goals, and the same physics (MJX vs MuJoCo): the same outcome,
+    for a stateless and a recurrent student."""
+    path = _reacher_files(tmp_path, "reacher:backend=mjx", (student,))[student]
+    r = evaluate_native(str(path), episodes=8, seed=0)
     for k in ("success_any", "time_at_goal"):
         assert r["native"][k] == pytest.approx(r["brax"][k], abs=0.13 if k == "success_any" else 15)
     assert abs(r["native"]["final_dist"] - r["brax"]["final_dist"]) < 0.02
