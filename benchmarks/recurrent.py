@@ -232,7 +232,7 @@ def _load(out: Path, args: argparse.Namespace) -> dict | None:
         old = json.loads(out.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    skip = ("calls",)
+    skip = ("calls", "distill_under")  # cells of every condition accumulate
     same = {k: v for k, v in old.get("args", {}).items() if k not in skip}
     return old if same == {k: v for k, v in vars(args).items() if k not in skip} else None
 

@@ -21,10 +21,10 @@ from crl_distill.export.trace import DEFAULT_OPSET, trace_critic, trace_policy
 from crl_distill.student.model import Student, StudentConfig, init_student
 
 
-def _student(env_name: str = "pointmaze_u"):
-    """A 2x32 student with encoders and fixed random weights, as an artifact (no distillation:
-    the traced graph has the shape of a trained one)."""
-    cfg = StudentConfig(depth=2, width=32, encoders=True, repr_dim=16)
+def _student(env_name: str = "pointmaze_u",
+             cfg: StudentConfig = StudentConfig(depth=2, width=32, encoders=True, repr_dim=16)):
+    """A student (default 2x32 with encoders) with fixed random weights, as an artifact (no
+    distillation: the traced graph has the shape of a trained one)."""
     env = make(env_name)
     params = init_student(cfg, jax.random.PRNGKey(5), env.observation_size, env.state_size,
                           env.goal_size, env.action_size)
@@ -58,9 +58,14 @@ def test_traced_files_carry_no_symbolic_intermediate_shapes():
 def exported_files(tmp_path_factory):
     """The policy and critic files as `export` writes them (gates skipped: the engines below
     are held to onnxruntime directly)."""
-    res = export(_student(), out=tmp_path_factory.mktemp("engines") / "policy.onnx",
+    d = tmp_path_factory.mktemp("engines")
+    res = export(_student(), out=d / "policy.onnx", skip_gates=True)
+    # recurrent students: the state as inputs and outputs, in both layouts
+    gru = export(_student(cfg=StudentConfig(1, 16, cell="gru")), out=d / "gru" / "policy.onnx",
                  skip_gates=True)
-    return {"policy": res.path, "critic": res.critic_path}
+    lstm = export(_student(cfg=StudentConfig(1, 16, cell="lstm")), out=d / "lstm" / "policy.onnx",
+                  skip_gates=True, io_names="rsl_rl")
+    return {"policy": res.path, "critic": res.critic_path, "gru": gru.path, "lstm_rsl_rl": lstm.path}
 
 
 def _tract(path: Path, feeds: dict[str, np.ndarray], fixed: bool) -> list[np.ndarray]:
@@ -102,13 +107,14 @@ ENGINES = {"tract": _tract, "openvino": _openvino, "reference": _reference}
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize(("batch", "fixed"), [(1, True), (7, False)], ids=["fixed1", "dynamic7"])
-@pytest.mark.parametrize("file", ["policy", "critic"])
+@pytest.mark.parametrize("file", ["policy", "critic", "gru", "lstm_rsl_rl"])
 def test_engines_match_onnxruntime(exported_files, engine, batch, fixed, file):
     path = exported_files[file]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(batch)
-    feeds = {i.name: (rng.normal(size=(batch, i.shape[1])) * 3).astype(np.float32)
-             for i in sess.get_inputs()}
+    # every input's shape with its "batch" dim set (a recurrent state: [batch, H] or [1, batch, H])
+    feeds = {i.name: (rng.normal(size=[batch if d == "batch" else d for d in i.shape]) * 3
+                      ).astype(np.float32) for i in sess.get_inputs()}
     want = sess.run(None, feeds)
     got = ENGINES[engine](path, feeds, fixed)
     assert [g.shape for g in got] == [w.shape for w in want]

@@ -112,7 +112,8 @@ def _reacher_files(tmp, env, students=("1x16",)):
     res = distill(fixed_teacher(env=env), students=",".join(students), out=tmp / "s",
                   progress=False, config=DistillConfig(iterations=1, num_envs=8, steps_per_iter=10,
                                                        sgd_steps_per_iter=5, eval_episodes=2))
-    return {s: export(res.out_dir, student=s, out=tmp / s / "reacher.onnx", skip_gates=True).path
+    names = {s: "reacher.onnx" if i == 0 else f"reacher-{s}.onnx" for i, s in enumerate(students)}
+    return {s: export(res.out_dir, student=s, out=tmp / names[s], skip_gates=True).path
             for s in students}
 
 
@@ -159,7 +160,7 @@ def test_the_robust_gate_writes_only_a_file_that_holds_under_the_spec(tmp_path, 
     from crl_distill.export.gates import GateError
 
     students = reacher_onnx.parent / "s"
-    art = load_artifact(students)
+    art = load_artifact(students, "1x16")
     recorded = art.student.meta["summary"]["teacher_eval"]
     assert recorded["episodes"] == 2 and recorded["time_at_goal"] >= 0
     spec = "latency=0.04,obs_noise=1"

@@ -12,7 +12,9 @@ import numpy as np
 import onnx
 import optax
 import pytest
+from typer.testing import CliRunner
 
+from crl_distill.cli import app
 from crl_distill.distill import DistillConfig, Distiller, distill
 from crl_distill.distill.dagger import student_outputs
 from crl_distill.distill.run import settings_identity
@@ -244,3 +246,15 @@ def test_a_recurrent_student_refuses_encoders_and_mlps_keep_theirs(teacher, tmp_
     mlp = load_student(res.student_paths["1x8"])
     assert dataclasses.asdict(mlp.config)["cell"] == ""
     assert as_recurrent(mlp.policy()).carry_size == 0
+
+
+def test_inspect_and_verify_name_the_state_and_the_reset_rule(exported):
+    path = str(exported["lstm"].path)
+    res = CliRunner().invoke(app, ["inspect", path])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.replace("│", " ").split())
+    for text in ("LSTM of 8 units: h_in, c_in -> h_out, c_out, each float32 [1, batch, 8]",
+                 "zero every state input at an episode's first step", "io names rsl_rl"):
+        assert text in flat, text
+    res = CliRunner().invoke(app, ["verify", path])
+    assert res.exit_code == 0 and "a golden sequence of 8 steps" in res.output, res.output
