@@ -108,6 +108,12 @@ int main(int argc, char **argv)
     int n_infer = 0, n_period = 0, successes = 0, rejected = 0;
     double sum_tag = 0.0, sum_tag2 = 0.0;
     float obs[POLICY_OBS_SIZE], action[POLICY_ACTION_SIZE], goal[GOAL_SIZE];
+#ifdef POLICY_RECURRENT /* a GRU / LSTM student: its memory lives here, zeroed per episode */
+    policy_state memory;
+#define POLICY_ACT(o, a) policy_act(&memory, (o), (a))
+#else
+#define POLICY_ACT(o, a) policy_act((o), (a))
+#endif
 
     for (int ep = 0; ep < episodes; ++ep) {
         /* The reacher env's start distribution: arm joints +-0.1 rad, velocities +-0.005,
@@ -121,6 +127,9 @@ int main(int argc, char **argv)
         d->qvel[0] = uniform(-0.005, 0.005);
         d->qvel[1] = uniform(-0.005, 0.005);
         mj_forward(m, d);
+#ifdef POLICY_RECURRENT
+        policy_reset(&memory);
+#endif
         for (int i = 0; i < GOAL_SIZE; ++i)
             goal[i] = (float)d->xpos[3 * target + i];
         int at_goal = 0;
@@ -132,7 +141,7 @@ int main(int argc, char **argv)
             last_tick = tick;
             observe(m, d, tip, goal, obs);
             const double t0 = now_s();
-            if (policy_act(obs, action) != 0) { /* a bad sensor reading: hold still */
+            if (POLICY_ACT(obs, action) != 0) { /* a bad sensor reading: hold still */
                 action[0] = action[1] = 0.0f;
                 ++rejected;
             }
