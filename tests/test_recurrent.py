@@ -258,3 +258,25 @@ def test_inspect_and_verify_name_the_state_and_the_reset_rule(exported):
         assert text in flat, text
     res = CliRunner().invoke(app, ["verify", path])
     assert res.exit_code == 0 and "a golden sequence of 8 steps" in " ".join(res.output.split())
+
+
+def test_a_state_layout_that_does_not_match_the_graph_is_refused_in_one_line(exported, tmp_path):
+    """A GRU file whose metadata claims an LSTM's state (the mix-up deploy code makes when it
+    guesses the cell) is refused at load, as is malformed recurrent metadata."""
+    def edited(value):
+        model = onnx.load(str(exported["gru"].path))
+        for p in model.metadata_props:
+            if p.key == "crl_distill.recurrent":
+                p.value = json.dumps(value)
+        path = tmp_path / f"edited-{len(list(tmp_path.iterdir()))}.onnx"
+        onnx.save(model, str(path))
+        return path
+
+    rec = OnnxPolicy(exported["gru"].path).recurrent
+    lstm_claim = {**rec, "cell": "lstm", "state_inputs": ["h_in", "c_in"],
+                  "state_outputs": ["h_out", "c_out"]}
+    with pytest.raises(CrlDistillError, match=r"expected the inputs \['obs', 'h_in', 'c_in'\]"):
+        OnnxPolicy(edited(lstm_claim))
+    for bad in ("gru", {**rec, "state_shape": [2, "batch", 8]}, {**rec, "state_outputs": []}):
+        with pytest.raises(CrlDistillError, match="malformed recurrent metadata"):
+            OnnxPolicy(edited(bad))
