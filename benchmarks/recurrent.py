@@ -26,12 +26,12 @@ Writes the JSON and a PNG beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import add_native_distill_args  # noqa: E402  (after the path it needs)
 
 CONDITIONS = ("clean", "robot")
 METRICS = ("time_at_goal", "success_any")
@@ -58,50 +58,31 @@ def matched_hidden(cell: str, target: int, obs_size: int, action_size: int) -> i
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher run directory or checkpoint")
-    p.add_argument("--spec", default="robot", help="perturbation spec (crl-distill eval --perturb)")
-    p.add_argument("--seeds", default="0,1,2", help="distillation seeds")
+    add_native_distill_args(p)
     p.add_argument("--obs-state", default="0:15", help="teacher state elements both students see")
     p.add_argument("--mlp", default="2x64", help="the MLP student")
     p.add_argument("--mlp-history", type=int, default=2, help="past readings the MLP stacks")
     p.add_argument("--cell", default="gru", choices=("gru", "lstm"))
     p.add_argument("--hidden", default="auto", help="recurrent hidden size, or auto (equal params)")
     p.add_argument("--distill-under", default="clean,robot", help="conditions to distill in")
-    p.add_argument("--episodes", type=int, default=128, help="native episodes per evaluation")
-    p.add_argument("--iterations", type=int, default=6)
-    p.add_argument("--steps", type=int, default=42, help="env steps per env per DAgger round")
-    p.add_argument("--envs", type=int, default=64)
-    p.add_argument("--sgd-steps", type=int, default=300)
     p.add_argument("--bptt", type=int, default=16)
     p.add_argument("--calls", type=int, default=20000, help="latency calls per runner")
-    p.add_argument("--distill-eval-episodes", type=int, default=8,
-                   help="the distillation report's own (JAX) evaluation; not used here")
-    p.add_argument("--work", default=None, help="students and files [/tmp/crl-recurrent-ENV]")
-    p.add_argument("--out", default=None)
     args = p.parse_args()
-    from _common import machine_info, write_json
+    from _common import NativeBench
     from c_export import measure
 
     from crl_distill.distill import DistillConfig, distill
     from crl_distill.envs import make
-    from crl_distill.evaluation import evaluate_native
     from crl_distill.export.onnx_export import export
     from crl_distill.obs_spec import ObsSpec
-    from crl_distill.perturb import NONE, parse_perturbation
     from crl_distill.student.model import StudentConfig, parse_students
     from crl_distill.sweep import seed_interval
-    from crl_distill.teacher.train import load_teacher
 
-    spec = parse_perturbation(args.spec)
-    teacher = load_teacher(args.teacher)
-    env = teacher.config.env
-    tag = env.split(":")[0]
-    out = Path(args.out or f"benchmarks/results/recurrent_{tag}.json")
-    work = Path(args.work or f"/tmp/crl-recurrent-{tag}")
-    work.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    bench = NativeBench(args, "recurrent", ("calls", "distill_under"))
+    spec, teacher, env, out, work = bench.spec, bench.teacher, bench.env, bench.out, bench.work
+    seeds, conditions, result = bench.seeds, bench.conditions, bench.result
+    native, keep = bench.native, bench.keep
     under = [c for c in args.distill_under.split(",") if c]
-    conditions = {"clean": NONE, "robot": spec}
     if not under or set(under) - set(conditions):
         raise SystemExit(f"--distill-under: a comma list of {', '.join(conditions)}")
 
@@ -119,29 +100,15 @@ def main() -> None:
     rnn_name = f"{args.cell}{hidden}"
     students = {"mlp": (args.mlp, obs_mlp), "rnn": (rnn_name, obs_rnn)}
 
-    result = _load(out, args) or {"args": vars(args), "env": env, "spec": spec.to_dict(),
-                                  "cells": {}}
-    result["machine"] = machine_info()
     result["students"] = {"mlp": {"name": args.mlp, "observation": obs_mlp.describe(base.state_size),
                                   "input_size": mlp_in, "actor_params": mlp_params},
                           "rnn": {"name": rnn_name, "observation": obs_rnn.describe(base.state_size),
                                   "input_size": rnn_in, "actor_params": rnn_params}}
 
-    def native(onnx: Path) -> dict:
-        return {c: evaluate_native(str(onnx), args.episodes, 0, s, training_sim=False)["native"]
-                for c, s in conditions.items()}
-
-    def keep() -> None:
-        write_json(out, result)
-
-    if "teacher" not in result:
-        t_file = export(args.teacher, out=work / "teacher.onnx", skip_gates=True).path
-        result["teacher"] = {"native": native(t_file)}
-        keep()
-    teacher_eval = result["teacher"]["native"]["clean"]
+    # the clean teacher on the evaluation's own starts (native MuJoCo), recorded with each
+    # student as the figure retention divides by
+    teacher_eval = bench.teacher_native()
     t_native = teacher_eval["time_at_goal"]
-    print(f"teacher: native time at goal clean {t_native:.1f}, under {spec.describe()} "
-          f"{result['teacher']['native']['robot']['time_at_goal']:.1f}")
     print(f"students: {args.mlp} on {obs_mlp.describe(base.state_size)} ({mlp_params:,} actor "
           f"params) vs {rnn_name} on {obs_rnn.describe(base.state_size)}", flush=True)
 
@@ -224,17 +191,6 @@ def main() -> None:
             if isinstance(v, dict) and "p50_us" in v))
     keep()
     plot(result, out.with_suffix(".png"), under)
-
-
-def _load(out: Path, args: argparse.Namespace) -> dict | None:
-    """The partial result of an earlier run with the same arguments (a killed run continues)."""
-    try:
-        old = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    skip = ("calls", "distill_under")  # cells of every condition accumulate
-    same = {k: v for k, v in old.get("args", {}).items() if k not in skip}
-    return old if same == {k: v for k, v in vars(args).items() if k not in skip} else None
 
 
 def plot(result: dict, path: Path, under: list[str]) -> None:

@@ -21,11 +21,11 @@ a PNG of the comparison and the sweep's PNG beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import add_native_distill_args  # noqa: E402  (after the path it needs)
 
 MODES = ("clean", "robot")
 METRICS = ("time_at_goal", "success_any")
@@ -33,64 +33,29 @@ METRICS = ("time_at_goal", "success_any")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher run directory or checkpoint")
-    p.add_argument("--spec", default="robot", help="perturbation spec (crl-distill eval --perturb)")
+    add_native_distill_args(p)
     p.add_argument("--students", default="2x64")
     p.add_argument("--obs-state", default=None, help="student sees these state elements, e.g. 0:15")
     p.add_argument("--obs-history", type=int, default=2)
-    p.add_argument("--seeds", default="0,1,2", help="distillation seeds")
-    p.add_argument("--episodes", type=int, default=128, help="native episodes per evaluation")
-    p.add_argument("--iterations", type=int, default=6)
-    p.add_argument("--steps", type=int, default=42, help="env steps per env per DAgger round")
-    p.add_argument("--envs", type=int, default=64)
-    p.add_argument("--sgd-steps", type=int, default=300)
-    p.add_argument("--distill-eval-episodes", type=int, default=8,
-                   help="the distillation report's own (JAX) evaluation; not used here")
     p.add_argument("--sweep-episodes", type=int, default=32, help="0 skips the factor sweep")
-    p.add_argument("--work", default=None, help="students and files [/tmp/crl-robustness-ENV]")
-    p.add_argument("--out", default=None)
     args = p.parse_args()
-    from _common import machine_info, write_json
+    from _common import NativeBench
 
     from crl_distill.distill import DistillConfig, distill
-    from crl_distill.evaluation import evaluate_native
     from crl_distill.export.onnx_export import export
     from crl_distill.obs_spec import ObsSpec
-    from crl_distill.perturb import NONE, parse_perturbation
     from crl_distill.robustness import plot_robustness, robustness
     from crl_distill.sweep import seed_interval
-    from crl_distill.teacher.train import load_teacher
 
-    spec = parse_perturbation(args.spec)
-    teacher = load_teacher(args.teacher)
-    env = teacher.config.env
-    tag = env.split(":")[0]
-    out = Path(args.out or f"benchmarks/results/robustness_{tag}.json")
-    work = Path(args.work or f"/tmp/crl-robustness-{tag}")
-    work.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    conditions = {"clean": NONE, "robot": spec}
-    result = _load(out, args) or {"args": vars(args), "env": env, "spec": spec.to_dict(),
-                                  "cells": {}}
-    result["machine"] = machine_info()
+    bench = NativeBench(args, "robustness", ("sweep_episodes",))
+    spec, teacher, env, out, work = bench.spec, bench.teacher, bench.env, bench.out, bench.work
+    seeds, conditions, result = bench.seeds, bench.conditions, bench.result
+    native, keep = bench.native, bench.keep
 
-    def native(onnx: Path) -> dict:
-        return {c: evaluate_native(str(onnx), args.episodes, 0, s, training_sim=False)["native"]
-                for c, s in conditions.items()}
-
-    def keep() -> None:
-        write_json(out, result)
-
-    if "teacher" not in result:
-        t_file = export(args.teacher, out=work / "teacher.onnx", skip_gates=True).path
-        result["teacher"] = {"native": native(t_file)}
-        keep()
     # the clean teacher on the evaluation's own starts (native MuJoCo), recorded with each
     # student as the figure retention divides by
-    teacher_eval = result["teacher"]["native"]["clean"]
-    t_native = result["teacher"]["native"]["clean"]["time_at_goal"]
-    print(f"teacher: native time at goal clean {t_native:.1f}, under {spec.describe()} "
-          f"{result['teacher']['native']['robot']['time_at_goal']:.1f}")
+    teacher_eval = bench.teacher_native()
+    t_native = teacher_eval["time_at_goal"]
 
     obs = ObsSpec.parse(args.obs_state, args.obs_history)
     for seed in seeds:
@@ -155,16 +120,6 @@ def main() -> None:
         plot_robustness(sweep, out.with_name(out.stem + "_sweep.png"))
     keep()
     plot(result, out.with_suffix(".png"))
-
-
-def _load(out: Path, args: argparse.Namespace) -> dict | None:
-    """The partial result of an earlier run with the same arguments (a killed run continues)."""
-    try:
-        old = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    same = {k: v for k, v in old.get("args", {}).items() if k != "sweep_episodes"}
-    return old if same == {k: v for k, v in vars(args).items() if k != "sweep_episodes"} else None
 
 
 def plot(result: dict, path: Path) -> None:
