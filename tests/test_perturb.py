@@ -254,7 +254,7 @@ def test_distillation_under_a_perturbation_labels_from_the_clean_state(tmp_path)
         d = Distiller(teacher, StudentConfig(depth=1, width=16), dcfg)
         st = d.init(jax.random.PRNGKey(0))
         _, rows, _, _ = d.rollout(teacher.params, st.params, st.env_state, jax.random.PRNGKey(1),
-                               jnp.float32(1.0), 6)
+                                  jnp.float32(1.0), 6)
         mean, _ = teacher.crl.actor.apply(teacher.params["actor"], rows["obs"])
         return float(np.abs(np.asarray(mean) - np.asarray(rows["t_mean"])).max())
 
