@@ -5,8 +5,10 @@
      states + random ones) at batch sizes 1, 2, 7, 64; onnx.reference.ReferenceEvaluator agrees.
      A recurrent student is compared over whole sequences from a zero state (the state fed
      back call after call), its batch sizes counting sequences;
-  3. closed_loop: onnxruntime drives the env over the JAX evaluation's seeds; success counts
-     agree within one episode; per-step action deviation is reported;
+  3. closed_loop: onnxruntime drives the env over the JAX evaluation's seeds: on every state
+     the file visited, JAX (each episode replayed from its start) acts within 1e-5 of it, and
+     the success counts agree within one episode or, where the simulator is chaotic, within
+     the 95% band of two runs of one policy (`success_band`);
   4. robust (only when asked: `export(..., robust=SPEC, min_retention=R)`): the file in native
      MuJoCo under a perturbation spec keeps >= R x the clean teacher's time at goal.
 
@@ -15,6 +17,7 @@ The JAX side of every comparison is the function that was traced (`Artifact.poli
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -124,10 +127,20 @@ def gate_numeric(model: Any, policy: Policy, obs: np.ndarray,
     return {"passed": True, **result}
 
 
+def success_band(successes_a: int, successes_b: int, episodes: int) -> int:
+    """How far two success counts over `episodes` episodes of one policy may lie apart: one
+    episode, or 1.96 standard deviations of the difference of two binomial counts at the pooled
+    rate. A contact-rich simulator (the ant) amplifies float32 rounding into another trajectory
+    within a few hundred steps, so two bit-different but equal policies succeed in different
+    episodes; a smooth one (the point maze) gives equal counts, well inside the band."""
+    p = (successes_a + successes_b) / (2 * episodes)
+    return max(1, math.ceil(1.96 * math.sqrt(2 * episodes * p * (1 - p))))
+
+
 def gate_closed_loop(model: Any, env: GoalEnv, policy: Policy, episodes: int, seed: int,
                      recurrent: dict[str, Any] | None = None) -> dict:
     """onnxruntime in the loop (carrying a recurrent file's state) vs the JAX evaluation of
-    `policy`, same seeds."""
+    `policy`, same seeds: the file's actions on the states it met, and the success counts."""
     sess = ort_session(model.SerializeToString())
     keys = episode_keys(seed, episodes)
     jax_eps = jax.device_get(jax.jit(lambda k: rollout_jax(env, policy, k),
@@ -138,6 +151,7 @@ def gate_closed_loop(model: Any, env: GoalEnv, policy: Policy, episodes: int, se
     dev = np.abs(np.asarray(jax.jit(lambda o: jax_sequences(policy, o))(jnp.asarray(seen)))
                  - onnx_sequences(sess, seen, recurrent))
     n_jax, n_onnx = int(jax_eps["success_any"].sum()), int(host["success_any"].sum())
+    band = success_band(n_jax, n_onnx, episodes)
     result = {
         "episodes": episodes, "seed": seed,
         "success_episodes_jax": n_jax, "success_episodes_onnx": n_onnx,
@@ -146,10 +160,14 @@ def gate_closed_loop(model: Any, env: GoalEnv, policy: Policy, episodes: int, se
         "time_at_goal_jax": float(jax_eps["time_at_goal"].mean()),
         "time_at_goal_onnx": float(host["time_at_goal"].mean()),
         "action_deviation_max": float(dev.max()), "action_deviation_mean": float(dev.mean()),
+        "action_tolerance": TOLERANCE, "success_episodes_band": band,
     }
-    if abs(n_jax - n_onnx) > 1:
+    if not result["action_deviation_max"] <= TOLERANCE:
+        raise GateError("closed_loop", f"on the states the ONNX file visited, its actions differ "
+                                       f"from JAX's by {dev.max():.3g} > {TOLERANCE:g}")
+    if abs(n_jax - n_onnx) > band:
         raise GateError("closed_loop", f"ONNX reached the goal in {n_onnx}/{episodes} episodes, "
-                                       f"JAX in {n_jax}/{episodes}")
+                                       f"JAX in {n_jax}/{episodes} (more than {band} apart)")
     return {"passed": True, **result}
 
 

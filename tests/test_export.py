@@ -43,7 +43,7 @@ def test_export_passes_gates_and_writes_report(exported):
     assert g["numeric"]["max_abs_diff"] <= 1e-5
     assert g["numeric"]["reference_evaluator_max_abs_diff"] <= 1e-5
     cl = g["closed_loop"]
-    assert abs(cl["success_episodes_jax"] - cl["success_episodes_onnx"]) <= 1
+    assert abs(cl["success_episodes_jax"] - cl["success_episodes_onnx"]) <= cl["success_episodes_band"]
     assert cl["action_deviation_max"] <= 1e-5
     on_disk = json.loads(exported.report_path.read_text())
     assert on_disk["gates"]["numeric"]["max_abs_diff"] == g["numeric"]["max_abs_diff"]

@@ -280,3 +280,33 @@ def test_a_state_layout_that_does_not_match_the_graph_is_refused_in_one_line(exp
     for bad in ("gru", {**rec, "state_shape": [2, "batch", 8]}, {**rec, "state_outputs": []}):
         with pytest.raises(CrlDistillError, match="malformed recurrent metadata"):
             OnnxPolicy(edited(bad))
+
+
+def test_the_success_band_of_two_runs_of_one_policy():
+    """Equal counts always pass; a chaotic simulator's 4 vs 6 of 16 (measured on the ant) lies in
+    the band, 0 vs 16 never does; a smooth run keeps the one-episode rule."""
+    from crl_distill.export.gates import success_band
+
+    assert success_band(0, 0, 128) == 1 and success_band(128, 128, 128) == 1
+    assert abs(4 - 6) <= success_band(4, 6, 16)
+    assert abs(0 - 16) > success_band(0, 16, 16)
+    assert success_band(60, 68, 128) < 20
+
+
+def test_the_closed_loop_gate_checks_the_actions_on_the_files_own_states(students):
+    """A file off by a little in one weight can still reach as many goals; the gate holds it to
+    JAX's actions on every state it visited."""
+    from crl_distill.artifacts import load_artifact
+    from crl_distill.export.gates import GateError, gate_closed_loop
+    from crl_distill.export.trace import recurrent_io, trace_policy
+
+    art = load_artifact(students.out_dir, "gru8")
+    policy = art.policy(traceable=True)
+    model = trace_policy(art, policy=policy)
+    assert gate_closed_loop(model, art.env, policy, 4, 0, recurrent_io(art))["passed"]
+    t = max(model.graph.initializer, key=lambda x: np.prod(x.dims))
+    w = onnx.numpy_helper.to_array(t).copy()
+    w.flat[0] += 1e-3
+    t.CopyFrom(onnx.numpy_helper.from_array(w, t.name))
+    with pytest.raises(GateError, match="on the states the ONNX file visited"):
+        gate_closed_loop(model, art.env, policy, 4, 0, recurrent_io(art))
