@@ -75,11 +75,7 @@ def run_sequences(policy: Policy, obs: jax.Array) -> jax.Array:
     """Time-major observations [T, B, O], each column one episode from its first step ->
     actions [T, B, A] (call under jit)."""
     rec = as_recurrent(policy)
-
-    def body(carry, o):
-        return rec.step(carry, o)
-
-    return jax.lax.scan(body, rec.initial(obs.shape[1]), obs)[1]
+    return jax.lax.scan(rec.step, rec.initial(obs.shape[1]), obs)[1]
 
 
 def episode_keys(seed: int, num_episodes: int) -> jax.Array:

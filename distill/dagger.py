@@ -32,7 +32,7 @@ from flax import struct
 from crl_distill.envs.base import GoalEnv, auto_reset
 from crl_distill.envs.observed import observed
 from crl_distill.envs.perturbed import perturbed, teacher_view
-from crl_distill.evaluation import as_recurrent
+from crl_distill.evaluation import RecurrentPolicy, as_recurrent
 from crl_distill.student.model import (
     StudentConfig,
     init_student,
@@ -219,7 +219,7 @@ class Distiller:
         return {"obs": obs if student_obs is None else student_obs, "action": action,
                 "t_mean": mean, "t_log_std": log_std, "t_phi": phi, "t_psi": psi}
 
-    def student_policy(self, student_params: dict):
+    def student_policy(self, student_params: dict) -> RecurrentPolicy:
         """The student's deterministic policy as a `RecurrentPolicy` (an MLP's carry is empty)."""
         if self.scfg.recurrent:
             return recurrent_policy(self.modules.policy, student_params["policy"])
